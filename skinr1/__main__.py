@@ -1,0 +1,5 @@
+import sys
+
+from skinr1.cli import main
+
+sys.exit(main())

@@ -1,0 +1,68 @@
+"""The one place that starts or joins Ray.
+
+Local clusters must never listen beyond loopback: `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` makes every
+Ray process (GCS, raylet, workers, dashboard agent) bind to 127.0.0.1. Under `ray job submit`
+the entrypoint already has `RAY_ADDRESS` set and we join that cluster instead of starting one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+LOOPBACK = "127.0.0.1"
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def loopback_environment() -> dict[str, str]:
+    """Environment variables that keep a local Ray node (and its children) on 127.0.0.1."""
+    return dict(LOOPBACK_ENV)
+
+
+def apply_loopback_environment() -> None:
+    for key, value in LOOPBACK_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def init_ray(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    resources: dict[str, float] | None = None,
+    runtime_env: dict[str, Any] | None = None,
+    object_store_memory: int | None = None,
+    log_to_driver: bool = True,
+) -> dict[str, Any]:
+    """Start a local loopback Ray node, or join `address` / `$RAY_ADDRESS` when given.
+
+    Returns the `ray.init` context info as a dict. Calling it again in a process that already has
+    Ray initialised is a no-op.
+    """
+    apply_loopback_environment()
+    import ray
+
+    if ray.is_initialized():
+        return {"address": ray.get_runtime_context().gcs_address, "reused": True}
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    env_vars = dict(LOOPBACK_ENV)
+    if runtime_env and runtime_env.get("env_vars"):
+        env_vars.update(runtime_env["env_vars"])
+    merged_env = {**(runtime_env or {}), "env_vars": env_vars}
+    if address:
+        context = ray.init(address=address, runtime_env=merged_env, log_to_driver=log_to_driver)
+    else:
+        context = ray.init(
+            num_cpus=num_cpus,
+            resources=resources,
+            include_dashboard=False,
+            object_store_memory=object_store_memory,
+            runtime_env=merged_env,
+            log_to_driver=log_to_driver,
+        )
+    return {"address": context.address_info.get("gcs_address"), "reused": False}
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

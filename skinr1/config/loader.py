@@ -1,0 +1,76 @@
+"""Load typed configs from YAML with `key=value` overrides (OmegaConf structured configs).
+
+Every config is a tree of dataclasses with a docstring per field. Unknown keys, wrong types and
+out-of-range values are errors that name the offending key, raised before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid."""
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Build `schema` from defaults, then the YAML file at `path`, then `key=value` overrides."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.structured(schema)
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config file {path} does not exist")
+            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        bad = [item for item in overrides if "=" not in item]
+        if bad:
+            raise ConfigError(f"overrides must look like key=value, got {bad}")
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)  # runs each dataclass's __post_init__ validation
+    except OmegaConfBaseException as error:
+        # OmegaConf messages carry the full key and the offending value; keep the first paragraph.
+        raise ConfigError(str(error).strip().split("\n\n")[0]) from None
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(str(error)) from None
+
+
+def to_yaml(config: Any) -> str:
+    """The resolved config as YAML (saved next to every run for reproducibility)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def field_docs(schema: type) -> dict[str, str]:
+    """Field name -> the docstring written under it in the dataclass source (for `--help` and docs)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(schema)))
+    docs: dict[str, str] = {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for current, following in zip(body, body[1:]):
+        if (
+            isinstance(current, ast.AnnAssign)
+            and isinstance(current.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[current.target.id] = following.value.value.strip()
+    return docs

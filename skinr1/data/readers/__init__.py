@@ -1,0 +1,61 @@
+"""Manifest readers: one `SourceFormat` per dataset, all driven by `base.read_rows`.
+
+    from skinr1.data.readers import read_manifest
+    for item in read_manifest("ham10000", "HAM10000_metadata.csv", "images/"):
+        ...  # a Record (mapped or not) or a BadRow
+
+Formats and their real column layouts are documented in `isic.py` and `clinical.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from skinr1.data.readers.base import BadRow, ManifestError, RowError, RowFields, SourceFormat, read_rows
+from skinr1.data.readers.clinical import DDI, DERM7PT, FITZPATRICK17K, PAD_UFES_20
+from skinr1.data.readers.generic import GENERIC, GENERIC_SOURCE
+from skinr1.data.readers.isic import BCN20000, HAM10000, ISIC2019
+from skinr1.data.records import Record
+from skinr1.taxonomy import LabelResolver, canonical_source
+
+FORMATS: dict[str, SourceFormat] = {
+    fmt.name: fmt for fmt in (FITZPATRICK17K, HAM10000, ISIC2019, BCN20000, PAD_UFES_20, DDI, DERM7PT, GENERIC)
+}
+
+__all__ = [
+    "FORMATS",
+    "GENERIC_SOURCE",
+    "BadRow",
+    "ManifestError",
+    "RowError",
+    "RowFields",
+    "SourceFormat",
+    "format_for",
+    "read_manifest",
+]
+
+
+def format_for(source: str) -> SourceFormat:
+    """The format for a source name in any spelling ('PAD-UFES-20', 'isic_2019', 'generic')."""
+    if source.strip().lower() == GENERIC_SOURCE:
+        return GENERIC
+    try:
+        return FORMATS[canonical_source(source)]
+    except ValueError:
+        raise ManifestError(f"unknown source {source!r}; expected one of {', '.join(FORMATS)}") from None
+
+
+def read_manifest(
+    source: str,
+    manifest: str | Path,
+    images_dir: str | Path | None = None,
+    resolver: LabelResolver | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Iterator[Record | BadRow]:
+    """Read `manifest` in the format of `source`; see `base.read_rows` for what is yielded."""
+    if resolver is None:
+        from skinr1.taxonomy import default_resolver
+
+        resolver = default_resolver()
+    return read_rows(format_for(source), manifest, images_dir, resolver, options)

@@ -1,0 +1,61 @@
+"""Typed configs from YAML with key=value overrides; bad values give errors naming the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from skinr1.config.loader import ConfigError, field_docs, load_config, to_yaml
+
+
+@dataclass
+class _Inner:
+    lr: float = 1e-5
+    """Learning rate."""
+    steps: int = 10
+    """Optimizer steps."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"inner.steps must be >= 1, got {self.steps}")
+
+
+@dataclass
+class _Outer:
+    name: str = "demo"
+    """Run name."""
+    inner: _Inner = field(default_factory=_Inner)
+    """Nested section."""
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: paper\ninner:\n  lr: 3.0e-5\n")
+    config = load_config(_Outer, path, ["inner.steps=7"])
+    assert isinstance(config.inner, _Inner)
+    assert (config.name, config.inner.lr, config.inner.steps) == ("paper", 3e-5, 7)
+    assert "steps: 7" in to_yaml(config)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["inner.stepz=3"], "stepz"),
+        (["inner.steps=abc"], "steps"),
+        (["inner.steps=0"], "inner.steps must be >= 1"),
+        (["name"], "key=value"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(_Outer, None, overrides)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(_Outer, tmp_path / "none.yaml")
+
+
+def test_field_docs_are_read_from_source():
+    assert field_docs(_Inner) == {"lr": "Learning rate.", "steps": "Optimizer steps."}

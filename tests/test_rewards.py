@@ -1,0 +1,379 @@
+"""Reward config, the pure reward terms, batch scoring and the `skinr1 reward` command."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+import rewards.scoring
+from rewards import (
+    RewardConfig,
+    RewardSample,
+    RewardScorer,
+    build_sample,
+    differential_reward,
+    format_reward,
+    granularity_reward,
+    hierarchical_reward,
+    malignancy_reward,
+    parse_overrides,
+    path_credit,
+    score_batch,
+)
+from rewards.functions import ddx_pattern, deepest_correct_depth, weighted_depth
+from skinr1.prompts import ChoiceOption, parse_completion
+from test_prompts import good, tiny_resolver
+
+
+@pytest.fixture(scope="module")
+def resolver():
+    return tiny_resolver()
+
+
+@pytest.fixture(scope="module")
+def tax(resolver):
+    return resolver.taxonomy
+
+
+def opts(*node_ids: str) -> tuple[ChoiceOption, ...]:
+    return tuple(ChoiceOption("ABCD"[i], n, n.replace("_", " ")) for i, n in enumerate(node_ids))
+
+
+# ----------------------------------------------------------------------------- config
+class TestConfig:
+    def test_presets(self):
+        paper, open_ = RewardConfig.preset("paper"), RewardConfig.preset("open")
+        assert paper.components == ("format", "granularity", "malignancy") and paper.max_reward == 2.0
+        assert open_.components == ("format", "hierarchical", "malignancy") and open_.max_reward == 2.0
+        assert RewardConfig() == paper
+
+    def test_overrides_and_differential(self):
+        config = RewardConfig.preset("open", differential_weight=0.1, format_weight=0.5)
+        assert config.components[-1] == "differential"
+        assert config.max_reward == pytest.approx(0.5 + 0.75 + 0.25 + 0.1)
+
+    @pytest.mark.parametrize("kwargs", [
+        {"format_weight": -1}, {"malignancy_weight": math.nan}, {"granularity_weight": math.inf}, {"format_weight": True},
+        {"mode": "essay"}, {"level_weights": (1.0, 0.0)}, {"level_weights": (-1.0,)}, {"malignancy_source": "vibes"},
+        {"answer_tag": ""}, {"max_answer_chars": 0},
+    ])
+    def test_validation(self, kwargs):
+        with pytest.raises(ValueError):
+            RewardConfig(**kwargs)
+
+    def test_unknown_preset(self):
+        with pytest.raises(ValueError, match="preset"):
+            RewardConfig.preset("best")
+
+    def test_parse_overrides(self):
+        parsed = parse_overrides(["granularity_weight=0.5", "level_weights=3,2,1", "require_format_for_content=true",
+                                  "answer_tag=answer", "max_answer_chars=100"])
+        assert parsed == {"granularity_weight": 0.5, "level_weights": (3.0, 2.0, 1.0), "require_format_for_content": True,
+                          "answer_tag": "answer", "max_answer_chars": 100}
+        assert RewardConfig.from_overrides("paper", ["mode=open"]).accuracy_component == "hierarchical"
+
+    @pytest.mark.parametrize("item", ["nonsense", "colour=red", "format_weight=lots", "require_format_for_content=maybe"])
+    def test_bad_overrides(self, item):
+        with pytest.raises(ValueError):
+            parse_overrides([item])
+
+    def test_dict_round_trip(self):
+        config = RewardConfig.preset("open", level_weights=(2.0, 1.0))
+        assert RewardConfig.from_dict(config.to_dict()) == config
+
+
+# ----------------------------------------------------------------------------- terms
+class TestFormatReward:
+    def test_scores(self):
+        assert format_reward(parse_completion(good("eczema")), 1.0) == (1.0, "ok")
+        assert format_reward(parse_completion("eczema"), 1.0) == (0.0, "missing_reasoning")
+
+
+class TestHierarchical:
+    def test_weighted_depth(self):
+        assert weighted_depth(3) == 3.0
+        assert weighted_depth(2, (3.0, 2.0, 1.0)) == 5.0
+        assert weighted_depth(5, (2.0, 1.0)) == 2.0 + 1.0 * 4
+
+    @pytest.mark.parametrize("pred, gt, credit, reason", [
+        ("melanoma", "melanoma", 1.0, "exact"),
+        ("superficial_spreading_melanoma", "melanoma", 1.0, "more_specific"),  # subtype of the label
+        ("melanoma", "malignant_melanoma", 1.0, "more_specific"),  # coarse label
+        ("nodular_melanoma", "malignant", 1.0, "more_specific"),
+        ("malignant_melanoma", "melanoma", 2 / 3, "ancestor"),
+        ("malignant", "melanoma", 1 / 3, "ancestor"),
+        ("basal_cell_carcinoma", "melanoma", 1 / 3, "partial"),  # same category, other group
+        ("superficial_spreading_melanoma", "nodular_melanoma", 3 / 4, "partial"),
+        ("psoriasis", "melanoma", 0.0, "wrong_category"),
+        ("benign", "malignant", 0.0, "wrong_category"),
+    ])
+    def test_path_credit(self, tax, pred, gt, credit, reason):
+        got, why = path_credit(tax, pred, gt)
+        assert got == pytest.approx(credit) and why == reason
+
+    def test_level_weights(self, tax):
+        assert path_credit(tax, "malignant", "melanoma", (3.0, 2.0, 1.0))[0] == pytest.approx(3 / 6)
+        assert path_credit(tax, "malignant_melanoma", "melanoma", (3.0, 2.0, 1.0))[0] == pytest.approx(5 / 6)
+
+    def test_weight_and_unresolved(self, tax):
+        assert hierarchical_reward(tax, "malignant_melanoma", "melanoma", 0.75) == (pytest.approx(0.5), "ancestor")
+        assert hierarchical_reward(tax, None, "melanoma", 0.75) == (0.0, "unresolved")
+        assert hierarchical_reward(tax, None, "melanoma", 0.75, why="missing_answer") == (0.0, "missing_answer")
+
+
+class TestGranularity:
+    OPTIONS = ("malignant", "malignant_melanoma", "melanoma", "dermatofibroma")
+
+    @pytest.mark.parametrize("chosen, score, reason", [
+        ("melanoma", 0.75, "deepest_correct"),
+        ("malignant_melanoma", 0.5, "coarser_correct"),
+        ("malignant", 0.25, "coarser_correct"),
+        ("dermatofibroma", 0.0, "distractor"),
+        (None, 0.0, "no_choice"),
+    ])
+    def test_paper_rule(self, tax, chosen, score, reason):
+        deepest = deepest_correct_depth(tax, self.OPTIONS, "melanoma")
+        assert granularity_reward(tax, chosen, "melanoma", deepest, 0.75) == (pytest.approx(score), reason)
+
+    def test_relative_to_the_deepest_offered(self, tax):
+        options = ("malignant", "malignant_melanoma", "psoriasis", "vitiligo")  # the leaf is not offered
+        deepest = deepest_correct_depth(tax, options, "melanoma")
+        assert granularity_reward(tax, "malignant_melanoma", "melanoma", deepest, 0.75) == (0.75, "deepest_correct")
+
+    def test_subtype_of_the_label_is_not_correct(self, tax):
+        # A deeper node than the label is not known to be true, so it only appears as a distractor.
+        deepest = deepest_correct_depth(tax, ("melanoma", "superficial_spreading_melanoma"), "melanoma")
+        assert granularity_reward(tax, "superficial_spreading_melanoma", "melanoma", deepest, 0.75)[1] == "distractor"
+
+    def test_no_correct_option(self, tax):
+        assert deepest_correct_depth(tax, ("psoriasis",), "melanoma") == 0
+        assert granularity_reward(tax, "psoriasis", "melanoma", 0, 0.75) == (0.0, "distractor")
+
+
+class TestMalignancy:
+    @pytest.mark.parametrize("gt, stated, pred, source, score, reason", [
+        ("melanoma", "malignant", None, "stated", 0.25, "correct_stated"),
+        ("melanoma", "benign", "melanoma", "stated", 0.0, "wrong_stated"),
+        ("melanoma", None, "melanoma", "stated", 0.0, "not_stated"),
+        ("actinic_keratosis", "precancerous", None, "stated", 0.25, "correct_stated"),
+        ("actinic_keratosis", "malignant", None, "stated", 0.0, "wrong_stated"),  # its group is malignant, it is not
+        ("eczema", "non-neoplastic", None, "stated", 0.25, "correct_stated"),
+        ("melanoma", "benign", "basal_cell_carcinoma", "node", 0.25, "correct_node"),
+        ("melanoma", None, "melanocytic_nevus", "node", 0.0, "wrong_node"),
+        ("melanoma", None, None, "node", 0.0, "no_prediction"),
+        ("melanoma", "benign", "melanoma", "stated_or_node", 0.0, "wrong_stated"),
+        ("melanoma", None, "melanoma", "stated_or_node", 0.25, "correct_node"),
+    ])
+    def test_cases(self, tax, gt, stated, pred, source, score, reason):
+        assert malignancy_reward(tax, gt, stated, pred, 0.25, source) == (score, reason)
+
+
+class TestDifferential:
+    def test_names_a_neighbour(self, tax):
+        pattern = ddx_pattern(tax, "melanoma")
+        assert differential_reward("Unlike a benign Melanocytic-Nevus, this ...", pattern, 0.1) == (0.1, "named")
+        assert differential_reward("An SK would be waxy.", pattern, 0.1) == (0.1, "named")  # synonym
+        assert differential_reward("Low risk features; no history of change.", pattern, 0.1) == (0.0, "not_named")
+        assert differential_reward("", pattern, 0.1) == (0.0, "not_named")
+
+    def test_no_known_ddx(self, tax):
+        assert ddx_pattern(tax, "dermatofibroma") is None
+        assert differential_reward("anything", None, 0.1) == (0.0, "no_known_ddx")
+
+
+# ----------------------------------------------------------------------------- samples
+class TestBuildSample:
+    def test_source_label(self, resolver):
+        sample = build_sample(resolver, "mel", "open", source="ham10000")
+        assert (sample.gt_node, sample.label, sample.source) == ("melanoma", "mel", "ham10000")
+
+    def test_coarse_and_synonym_labels(self, resolver):
+        assert build_sample(resolver, "Malignant Melanoma", "open").gt_node == "malignant_melanoma"
+        assert build_sample(resolver, "basalioma", "open").gt_node == "basal_cell_carcinoma"
+
+    @pytest.mark.parametrize("label, source", [("unk", "ham10000"), ("dragon pox", None), ("", None)])
+    def test_unmapped_truth_is_rejected(self, resolver, label, source):
+        with pytest.raises(ValueError, match="ground-truth label"):
+            build_sample(resolver, label, "open", source=source)
+
+    def test_choice(self, resolver):
+        sample = build_sample(resolver, "bcc", "choice", ["malignant", "B. BCC", "df", "vitiligo"], "ham10000")
+        assert [o.node_id for o in sample.options] == ["malignant", "basal_cell_carcinoma", "dermatofibroma", "vitiligo"]
+        with pytest.raises(ValueError, match="options"):
+            build_sample(resolver, "bcc", "choice", source="ham10000")
+        with pytest.raises(ValueError, match="mode"):
+            build_sample(resolver, "bcc", "essay")
+
+    def test_record_round_trip(self, tax):
+        sample = RewardSample("melanoma", "choice", opts("malignant", "melanoma"), "mel", "ham10000")
+        record = sample.to_record("text")
+        assert json.loads(json.dumps(record))["completion"] == "text"
+        assert RewardSample.from_record(record, tax) == sample
+
+    @pytest.mark.parametrize("record", [{}, {"gt_node": "nope", "mode": "open"}, {"gt_node": "melanoma", "mode": "choice"},
+                                        {"gt_node": "melanoma", "mode": "open", "options": [{"letter": "A"}]}])
+    def test_bad_records(self, tax, record):
+        with pytest.raises(ValueError):
+            RewardSample.from_record(record, tax)
+
+
+# ----------------------------------------------------------------------------- scoring
+@pytest.fixture(scope="module")
+def open_scorer(resolver):
+    return RewardScorer(RewardConfig.preset("open"), resolver)
+
+
+@pytest.fixture(scope="module")
+def paper_scorer(resolver):
+    return RewardScorer(RewardConfig.preset("paper"), resolver)
+
+
+class TestScorerOpen:
+    @pytest.mark.parametrize("label, answer, reward, reasons", [
+        ("melanoma", "melanoma (malignant)", 2.0, ["format:ok", "hierarchical:exact", "malignancy:correct_stated"]),
+        ("malignant melanoma", "nodular melanoma (malignant)", 2.0,
+         ["format:ok", "hierarchical:more_specific", "malignancy:correct_stated"]),
+        ("basal cell carcinoma", "BCC (malignant)", 2.0, ["format:ok", "hierarchical:exact", "malignancy:correct_stated"]),
+        ("melanoma", "malignant melanoma (malignant)", 1.0 + 0.5 + 0.25,
+         ["format:ok", "hierarchical:ancestor", "malignancy:correct_stated"]),
+        ("melanoma", "melanocytic nevus (benign)", 1.0, ["format:ok", "hierarchical:wrong_category", "malignancy:wrong_stated"]),
+        ("melanoma", "dragon pox (malignant)", 1.25, ["format:ok", "hierarchical:unresolved", "malignancy:correct_stated"]),
+        ("melanoma", "melanoma", 1.75, ["format:ok", "hierarchical:exact", "malignancy:not_stated"]),
+    ])
+    def test_cases(self, open_scorer, resolver, label, answer, reward, reasons):
+        result = open_scorer.score(good(answer), build_sample(resolver, label, "open"))
+        assert result.reward == pytest.approx(reward)
+        assert result.reasons == reasons
+        assert result.reward == pytest.approx(sum(result.components.values()))
+        assert list(result.components) == ["format", "hierarchical", "malignancy"]
+
+    def test_content_without_format(self, open_scorer, resolver):
+        result = open_scorer.score("<final diagnosis>melanoma (malignant)</final diagnosis>", build_sample(resolver, "mel", "open", source="ham10000"))
+        assert result.reward == 1.0 and result.reasons[0] == "format:missing_reasoning"
+        assert result.predicted == "melanoma"
+
+    def test_no_answer(self, open_scorer, resolver):
+        result = open_scorer.score("I think it is melanoma.", build_sample(resolver, "melanoma", "open"))
+        assert result.reward == 0.0
+        assert result.reasons == ["format:missing_reasoning", "hierarchical:missing_answer", "malignancy:not_stated"]
+
+    def test_require_format_for_content(self, resolver):
+        scorer = RewardScorer(RewardConfig.preset("open", require_format_for_content=True), resolver)
+        sample = build_sample(resolver, "melanoma", "open")
+        result = scorer.score("<final diagnosis>melanoma (malignant)</final diagnosis>", sample)
+        assert result.reward == 0.0 and result.reasons[1:] == ["hierarchical:format_required", "malignancy:format_required"]
+        assert scorer.score(good("melanoma (malignant)"), sample).reward == 2.0
+
+    def test_differential(self, resolver):
+        scorer = RewardScorer(RewardConfig.preset("open", differential_weight=0.1), resolver)
+        sample = build_sample(resolver, "melanoma", "open")
+        result = scorer.score(good("melanoma (malignant)", reasoning="Asymmetric; unlike a seborrheic keratosis."), sample)
+        assert result.reward == pytest.approx(2.1) and result.reasons[-1] == "differential:named"
+        assert scorer.score(good("melanoma (malignant)"), sample).components["differential"] == 0.0
+
+    def test_level_weights(self, resolver):
+        scorer = RewardScorer(RewardConfig.preset("open", level_weights=(3.0, 2.0, 1.0)), resolver)
+        result = scorer.score(good("malignant"), build_sample(resolver, "melanoma", "open"))
+        assert result.components["hierarchical"] == pytest.approx(0.75 * 0.5)
+
+
+class TestScorerChoice:
+    @pytest.mark.parametrize("answer, reward, reason", [
+        ("C. melanoma (malignant)", 2.0, "granularity:deepest_correct"),
+        ("B. malignant melanoma (malignant)", 1.0 + 0.5 + 0.25, "granularity:coarser_correct"),
+        ("D. dermatofibroma (benign)", 1.0, "granularity:distractor"),
+        ("melanoma (malignant)", 1.25, "granularity:no_choice"),
+        ("The answer is C", 1.75, "granularity:deepest_correct"),
+    ])
+    def test_cases(self, paper_scorer, answer, reward, reason):
+        sample = RewardSample("melanoma", "choice", opts("malignant", "malignant_melanoma", "melanoma", "dermatofibroma"))
+        result = paper_scorer.score(good(answer), sample)
+        assert result.reward == pytest.approx(reward)
+        assert result.reasons[1] == reason
+
+
+class TestScorerRobustness:
+    def test_mode_mismatch_and_unknown_node(self, open_scorer):
+        result = open_scorer.score(good("melanoma"), RewardSample("melanoma", "choice", opts("melanoma")))
+        assert result.reward == 0.0 and result.reasons == ["invalid_sample"] and "mode" in result.error
+        assert open_scorer.score(good("melanoma"), RewardSample("nope", "open")).reasons == ["invalid_sample"]
+
+    def test_internal_error_guard(self, resolver, monkeypatch):
+        def boom(*args, **kwargs):
+            raise RuntimeError("parser bug")
+
+        scorer = RewardScorer(RewardConfig.preset("open"), resolver)
+        monkeypatch.setattr(rewards.scoring, "parse_completion", boom)
+        result = scorer.score(good("melanoma"), RewardSample("melanoma", "open"))
+        assert (result.reward, result.reasons) == (0.0, ["internal_error"]) and "parser bug" in result.error
+
+    def test_score_records(self, open_scorer):
+        sample = RewardSample("melanoma", "open")
+        out = open_scorer.score_records([sample.to_record(good("melanoma (malignant)")), {"completion": "x"},
+                                         sample.to_record(None), "not a dict", sample.to_record(good("psoriasis")),
+                                         {"gt_node": "melanoma", "mode": "open", "options": 5}])
+        assert [r["reward"] for r in out] == [2.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        assert out[1]["reasons"] == out[3]["reasons"] == out[5]["reasons"] == ["invalid_sample"]
+        assert "error" in out[1] and "error" not in out[0]
+        assert out[2]["reasons"][0] == "format:empty"
+        assert json.loads(json.dumps(out)) == out
+
+    def test_score_batch(self, resolver):
+        samples = [build_sample(resolver, "melanoma", "open")] * 2
+        results = score_batch([good("melanoma (malignant)"), "junk"], samples, RewardConfig.preset("open"), resolver)
+        assert [r.reward for r in results] == [2.0, 0.0]
+        with pytest.raises(ValueError):
+            score_batch(["a"], samples, RewardConfig.preset("open"), resolver)
+
+
+# ----------------------------------------------------------------------------- CLI
+class TestCli:
+    @pytest.fixture(autouse=True)
+    def _tiny_taxonomy(self, monkeypatch, resolver):
+        import skinr1.taxonomy
+
+        monkeypatch.setattr(skinr1.taxonomy, "default_resolver", lambda: resolver)
+
+    def run(self, tmp_path, lines, *args):
+        from skinr1.cli import main
+
+        src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        code = main(["reward", "--input", str(src), "--output", str(dst), *args])
+        out = [json.loads(line) for line in dst.read_text().splitlines()] if dst.exists() else []
+        return code, out
+
+    def test_open(self, tmp_path, capsys):
+        lines = [
+            json.dumps({"completion": good("melanoma (malignant)"), "label": "mel", "source": "ham10000"}),
+            "{not json",
+            json.dumps({"completion": good("melanoma"), "label": "unk", "source": "ham10000"}),
+            "",
+            json.dumps({"completion": "junk", "label": "Psoriasis"}),
+            json.dumps(["a list"]),
+        ]
+        code, out = self.run(tmp_path, lines, "--preset", "open")
+        assert code == 0 and len(out) == 5
+        assert out[0]["reward"] == 2.0 and out[0]["reasons"][1] == "hierarchical:exact"
+        assert out[1]["reward"] is None and out[1]["error"]
+        assert out[2]["reward"] is None and "unk" in out[2]["error"]
+        assert out[3]["reward"] == 0.0
+        assert out[4]["reward"] is None
+        assert "5 lines, 2 scored, 3 errors" in capsys.readouterr().err
+
+    def test_paper_with_options_and_override(self, tmp_path):
+        line = {"completion": good("B. melanoma (malignant)"), "label": "mel", "source": "ham10000",
+                "options": ["A. malignant", "B. mel", "C. df", "D. vitiligo"]}
+        code, out = self.run(tmp_path, [json.dumps(line)], "--preset", "paper", "--override", "format_weight=0.5")
+        assert code == 0 and out[0]["reward"] == pytest.approx(1.5)
+        code, out = self.run(tmp_path, [json.dumps({**line, "options": None})], "--preset", "paper")
+        assert out[0]["reward"] is None and "options" in out[0]["error"]
+
+    def test_bad_arguments(self, tmp_path):
+        from skinr1.cli import main
+
+        assert main(["reward", "--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")]) == 2
+        code, _ = self.run(tmp_path, ["{}"], "--override", "colour=red")
+        assert code == 2
