@@ -18,6 +18,7 @@ from rewards.functions import (
     format_reward,
     granularity_reward,
     hierarchical_reward,
+    label_classes,
     malignancy_reward,
     path_credit,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "format_reward",
     "granularity_reward",
     "hierarchical_reward",
+    "label_classes",
     "malignancy_reward",
     "parse_overrides",
     "path_credit",

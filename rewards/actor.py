@@ -47,9 +47,10 @@ class RewardPool:
         if num_actors < 1:
             raise ValueError("num_actors must be >= 1")
         # Put the (possibly large) taxonomy in the object store once rather than once per actor.
-        resolver_ref = ray.put(resolver) if resolver is not None else None
+        # Held for the pool's lifetime: a restarted actor re-reads its constructor arguments.
+        self._resolver_ref = ray.put(resolver) if resolver is not None else None
         self.actors = [
-            RewardActor.options(num_cpus=num_cpus_per_actor).remote(config, resolver_ref) for _ in range(num_actors)
+            RewardActor.options(num_cpus=num_cpus_per_actor).remote(config, self._resolver_ref) for _ in range(num_actors)
         ]
         self._next = itertools.cycle(range(num_actors))
 

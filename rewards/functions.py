@@ -75,12 +75,29 @@ def granularity_reward(
     return weight * min(1.0, depth / deepest), "deepest_correct" if depth >= deepest else "coarser_correct"
 
 
-def malignancy_reward(
-    taxonomy: Taxonomy, gt: str, stated: str | None, pred: str | None, weight: float, source: str = "stated"
-) -> Score:
-    """`weight` for the right malignancy class, read from the answer's parentheses and/or the predicted node.
+def label_classes(taxonomy: Taxonomy, gt: str) -> frozenset[str]:
+    """Malignancy classes consistent with a label: its own and those of every disease below it.
 
-    `source` is "stated", "node" or "stated_or_node" (see RewardConfig.malignancy_source).
+    A coarse label (HAM10000's "akiec" -> malignant epidermal) covers subtypes of another class
+    (actinic keratosis, precancerous); the image may be any of them, so each of their classes is
+    right, exactly as a subtype of a coarse label earns full hierarchical credit.
+    """
+    return frozenset({taxonomy.malignancy(gt), *(taxonomy.malignancy(d) for d in taxonomy.descendants(gt))})
+
+
+def malignancy_reward(
+    taxonomy: Taxonomy,
+    gt: str,
+    stated: str | None,
+    pred: str | None,
+    weight: float,
+    source: str = "stated",
+    accepted: frozenset[str] | None = None,
+) -> Score:
+    """`weight` for a right malignancy class, read from the answer's parentheses and/or the predicted node.
+
+    `source` is "stated", "node" or "stated_or_node" (see RewardConfig.malignancy_source);
+    `accepted` is `label_classes(taxonomy, gt)` (passed in so callers can cache it).
     """
     if stated is not None and source != "node":
         claimed, how = stated, "stated"
@@ -88,7 +105,7 @@ def malignancy_reward(
         claimed, how = taxonomy.malignancy(pred), "node"
     else:
         return 0.0, "not_stated" if source == "stated" else "no_prediction"
-    if claimed == taxonomy.malignancy(gt):
+    if claimed in (accepted if accepted is not None else label_classes(taxonomy, gt)):
         return weight, f"correct_{how}"
     return 0.0, f"wrong_{how}"
 

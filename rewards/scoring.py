@@ -1,15 +1,14 @@
 """Batch scoring: (completion, sample metadata) -> total reward, per-term breakdown, reason codes.
 
 `build_sample` resolves the ground-truth label when the batch is built, so an unmapped label is a
-clear ValueError there and never a silent 0 during training. `RewardScorer` never raises: anything
-unexpected becomes reward 0 with the reason "internal_error" (normal paths never get there; the
-property tests check that).
+clear ValueError there and never a silent 0 during training. `RewardScorer.score` never raises on
+any completion or sample: bad metadata is "invalid_sample", and anything unexpected becomes reward 0
+with the reason "internal_error" (normal paths never get there; the property tests check that).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from typing import Any, Iterable, Sequence
@@ -21,6 +20,7 @@ from rewards.functions import (
     differential_reward,
     format_reward,
     granularity_reward,
+    label_classes,
     malignancy_reward,
     path_credit,
 )
@@ -149,6 +149,7 @@ class RewardScorer:
         self._credit = lru_cache(maxsize=_CACHE_SIZE)(partial(path_credit, tax, level_weights=self.config.level_weights))
         self._deepest = lru_cache(maxsize=_CACHE_SIZE)(partial(deepest_correct_depth, tax))
         self._granularity = lru_cache(maxsize=_CACHE_SIZE)(partial(granularity_reward, tax))
+        self._classes = lru_cache(maxsize=_CACHE_SIZE)(partial(label_classes, tax))
         self._ddx = lru_cache(maxsize=4096)(partial(ddx_pattern, tax))
 
     # ----------------------------------------------------------------- public
@@ -221,7 +222,9 @@ class RewardScorer:
         if why == "format_required":
             mal_score, mal_reason = 0.0, why
         else:
-            mal_score, mal_reason = malignancy_reward(tax, gt, stated, pred, cfg.malignancy_weight, cfg.malignancy_source)
+            mal_score, mal_reason = malignancy_reward(
+                tax, gt, stated, pred, cfg.malignancy_weight, cfg.malignancy_source, self._classes(gt)
+            )
 
         components = {"format": fmt_score, accuracy: acc_score, "malignancy": mal_score}
         reasons = [f"format:{fmt_reason}", f"{accuracy}:{acc_reason}", f"malignancy:{mal_reason}"]
@@ -231,7 +234,7 @@ class RewardScorer:
             components["differential"] = ddx_score
             reasons.append(f"differential:{ddx_reason}")
         total = fmt_score + acc_score + mal_score + components.get("differential", 0.0)
-        if not 0.0 <= total <= self.max_reward + 1e-9 or math.isnan(total):
+        if not 0.0 <= total <= self.max_reward + 1e-9:  # also catches NaN
             raise AssertionError(f"reward {total} outside [0, {self.max_reward}]")  # caught by score()
         return RewardResult(total, components, reasons, pred)
 

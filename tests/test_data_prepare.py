@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import skinr1.data.prepare as prepare_module
 from skinr1.cli import main as cli_main
-from skinr1.data import prepare as prepare_module
 from skinr1.data.prepare import ImageLocator, prepare
 from skinr1.data.records import read_jsonl
 from skinr1.taxonomy import default_resolver
@@ -85,8 +85,17 @@ def test_no_check_images_only_tests_existence(tmp_path, ham_images):
 
 def test_parallel_image_checks_match_serial(tmp_path, ham_images, monkeypatch):
     serial, _ = run_ham(tmp_path, ham_images, workers=1)
+    pools = []
+
+    class SpyPool(prepare_module.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(kwargs)
+            super().__init__(*args, **kwargs)
+
     monkeypatch.setattr(prepare_module, "PARALLEL_MIN_IMAGES", 1)
+    monkeypatch.setattr(prepare_module, "ProcessPoolExecutor", SpyPool)
     parallel, _ = run_ham(tmp_path, ham_images, workers=2)
+    assert len(pools) == 1 and pools[0]["max_workers"] == 2
     for key in ("usable", "missing", "unreadable", "unreadable_by_reason"):
         assert parallel["images"][key] == serial["images"][key]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from skinr1.cli.data_cmd import SOURCE_CHOICES
 from skinr1.data.readers import FORMATS, BadRow, ManifestError, format_for, read_manifest
 from skinr1.data.readers.base import parse_fitzpatrick
 from skinr1.data.records import Record, read_jsonl, write_jsonl
@@ -69,6 +70,7 @@ def test_format_lookup_accepts_spellings():
     with pytest.raises(ManifestError):
         format_for("imagenet")
     assert set(FORMATS) == {"fitzpatrick17k", "ham10000", "isic2019", "bcn20000", "pad-ufes-20", "ddi", "derm7pt", "generic"}
+    assert set(SOURCE_CHOICES) == set(FORMATS)  # the CLI's literal list (kept import-free for --help)
 
 
 # --------------------------------------------------------------------------- per format

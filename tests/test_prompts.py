@@ -98,7 +98,8 @@ def tax(resolver) -> Taxonomy:
 
 
 def good(answer: str, reasoning: str = "Pearly papule with telangiectasia.", fmt: AnswerFormat = DEFAULT_FORMAT) -> str:
-    return f"{fmt.reasoning_open}{reasoning}{fmt.reasoning_close}\n{fmt.answer_open}{answer}{fmt.answer_close}"
+    """A well-formed completion whose answer block holds `answer` verbatim."""
+    return fmt.render(reasoning, answer)
 
 
 # ----------------------------------------------------------------------------- format

@@ -11,14 +11,15 @@ from rewards.actor import RewardActor, RewardPool  # noqa: E402
 from skinr1.cluster import init_ray, shutdown_ray  # noqa: E402
 from test_prompts import good, tiny_resolver  # noqa: E402
 
-pytestmark = pytest.mark.timeout(120) if hasattr(pytest.mark, "timeout") else []
+pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    init_ray(num_cpus=2, log_to_driver=False)
+    started = not init_ray(num_cpus=2, log_to_driver=False)["reused"]
     yield
-    shutdown_ray()
+    if started:  # never shut down a cluster another fixture (conftest's ray_local) owns
+        shutdown_ray()
 
 
 @pytest.fixture(scope="module")

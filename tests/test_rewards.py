@@ -24,7 +24,7 @@ from rewards import (
 )
 from rewards.functions import ddx_pattern, deepest_correct_depth, weighted_depth
 from skinr1.prompts import ChoiceOption, parse_completion
-from test_prompts import good, tiny_resolver
+from test_prompts import good, needs_shipped, tiny_resolver
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +165,12 @@ class TestMalignancy:
         ("melanoma", None, None, "node", 0.0, "no_prediction"),
         ("melanoma", "benign", "melanoma", "stated_or_node", 0.0, "wrong_stated"),
         ("melanoma", None, "melanoma", "stated_or_node", 0.25, "correct_node"),
+        # A coarse label covers subtypes of another class: any class below it is consistent with it.
+        ("malignant_epidermal", "precancerous", None, "stated", 0.25, "correct_stated"),
+        ("malignant_epidermal", "malignant", None, "stated", 0.25, "correct_stated"),
+        ("malignant_epidermal", "benign", None, "stated", 0.0, "wrong_stated"),
+        ("malignant_epidermal", None, "actinic_keratosis", "node", 0.25, "correct_node"),
+        ("actinic_keratosis", None, "malignant_epidermal", "node", 0.0, "wrong_node"),
     ])
     def test_cases(self, tax, gt, stated, pred, source, score, reason):
         assert malignancy_reward(tax, gt, stated, pred, 0.25, source) == (score, reason)
@@ -358,7 +364,7 @@ class TestCli:
         assert code == 0 and len(out) == 5
         assert out[0]["reward"] == 2.0 and out[0]["reasons"][1] == "hierarchical:exact"
         assert out[1]["reward"] is None and out[1]["error"]
-        assert out[2]["reward"] is None and "unk" in out[2]["error"]
+        assert out[2]["reward"] is None and out[2]["error"].startswith("line 3:") and "unk" in out[2]["error"]
         assert out[3]["reward"] == 0.0
         assert out[4]["reward"] is None
         assert "5 lines, 2 scored, 3 errors" in capsys.readouterr().err
@@ -377,3 +383,41 @@ class TestCli:
         assert main(["reward", "--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")]) == 2
         code, _ = self.run(tmp_path, ["{}"], "--override", "colour=red")
         assert code == 2
+
+
+# ----------------------------------------------------------------------------- shipped taxonomy
+@needs_shipped
+class TestShipped:
+    @pytest.fixture
+    def shipped(self):
+        from skinr1.taxonomy import default_resolver
+
+        return default_resolver()  # cached per process
+
+    @pytest.mark.parametrize("label, source, answer, reward", [
+        ("mel", "ham10000", "melanoma (malignant)", 2.0),
+        ("bcc", "ham10000", "basal cell carcinoma (malignant)", 2.0),
+        ("akiec", "ham10000", "actinic keratosis (precancerous)", 2.0),  # coarse label, subtype answer
+        ("akiec", "ham10000", "malignant epidermal (malignant)", 2.0),
+        ("nv", "ham10000", "melanocytic nevi (benign)", 2.0),
+        ("mel", "ham10000", "malignant melanoma (malignant)", 1.0 + 0.5 + 0.25),
+        ("mel", "ham10000", "psoriasis (non-neoplastic)", 1.0),
+    ])
+    def test_open(self, shipped, label, source, answer, reward):
+        scorer = RewardScorer(RewardConfig.preset("open"), shipped)
+        assert scorer.score(good(answer), build_sample(shipped, label, "open", source=source)).reward == pytest.approx(reward)
+
+    def test_choice_round_trip(self, shipped):
+        import random
+
+        from skinr1.prompts import build_messages, correct_options, make_choice_options
+
+        tax, scorer = shipped.taxonomy, RewardScorer(RewardConfig.preset("paper"), shipped)
+        pool = sorted(set(shipped.source_labels("ham10000").values()))
+        for seed in range(20):
+            options = make_choice_options(tax, "basal_cell_carcinoma", pool, random.Random(seed))
+            assert build_messages("choice", options)[1]["content"][0] == {"type": "image"}
+            best = max(correct_options(tax, "basal_cell_carcinoma", options), key=lambda o: tax.depth(o.node_id))
+            sample = RewardSample("basal_cell_carcinoma", "choice", tuple(options))
+            answer = f"{best.letter}. {best.name} (malignant)"
+            assert scorer.score(good(answer), sample).reward == 2.0

@@ -29,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=True,
         help="fully decode every image to catch corrupt/truncated files (default: on; off = existence only)",
     )
-    prepare.add_argument("--image-column", choices=("derm", "clinic"), help="derm7pt: which image of each case (default derm)")
+    prepare.add_argument(
+        "--image-column", choices=("derm", "clinic"), help="derm7pt: which image of each case (default derm)"
+    )
     prepare.add_argument("--split", help="split name for rows whose source gives none (default 'all')")
     prepare.add_argument("--workers", type=int, help="processes for image checks (default: min(8, CPUs))")
     prepare.add_argument("--quiet", action="store_true", help="no progress bars")

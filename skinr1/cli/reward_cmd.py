@@ -54,12 +54,13 @@ def run_reward(args: argparse.Namespace) -> int:
     scorer = RewardScorer(config, resolver)
     scored, errors, total = 0, 0, 0.0
     with open(args.input, encoding="utf-8", errors="replace") as source, open(args.output, "w", encoding="utf-8") as sink:
-        for line in source:
+        for number, line in enumerate(source, start=1):
             if not line.strip():
                 continue
             result = score_line(line, scorer, resolver)
             if result["reward"] is None:
                 errors += 1
+                result["error"] = f"line {number}: {result['error']}"
             else:
                 scored += 1
                 total += result["reward"]

@@ -83,7 +83,9 @@ def _read_source(source: ImageSource, max_bytes: int | None) -> tuple[io.BytesIO
     return path, path
 
 
-def decode_image(source: ImageSource, max_bytes: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(
+    source: ImageSource, max_bytes: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Image.Image:
     """Open and fully decode an image (any mode); raise `ImageError` for anything unusable.
 
     `.load()` forces the whole pixel stream through the decoder, which is the only way to notice a

@@ -113,7 +113,8 @@ def _make_split(
     """Render and save one split's images; return its records in file order."""
     specs: list[tuple[str, int, int, str]] = []  # (leaf, index within leaf, skin type, granularity)
     for leaf_index, leaf in enumerate(DEMO_LEAVES):
-        levels = _granularities(np.random.default_rng([seed, split_index, leaf_index, 1]), per_leaf, coarse_share, leaf_index)
+        level_rng = np.random.default_rng([seed, split_index, leaf_index, 1])
+        levels = _granularities(level_rng, per_leaf, coarse_share, leaf_index)
         for i in range(per_leaf):
             # Skin types cycle per disease (shifted per disease and split): balanced 1-6 coverage.
             fitzpatrick = 1 + (i + leaf_index + split_index) % 6

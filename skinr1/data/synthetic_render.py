@@ -96,7 +96,9 @@ def jitter(rng: np.random.Generator, colour, spread: float = 7.0) -> np.ndarray:
     return np.clip(np.asarray(colour, dtype=np.float32) + rng.normal(0.0, spread, 3), 0, 255)
 
 
-def blob_mask(rng: np.random.Generator, cx: float, cy: float, radius: float, border: str, edge: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+def blob_mask(
+    rng: np.random.Generator, cx: float, cy: float, radius: float, border: str, edge: float = 0.9
+) -> tuple[np.ndarray, np.ndarray]:
     """Soft mask of a star-shaped blob and the normalised radial distance (0 centre, 1 edge).
 
     The outline is r(theta) = radius * (1 + sum of cosines); 'irregular' adds notches and an
@@ -124,7 +126,9 @@ def blob_mask(rng: np.random.Generator, cx: float, cy: float, radius: float, bor
     return mask, dist / np.maximum(r, 1e-3)
 
 
-def draw_lines(rng: np.random.Generator, count: int, cx: float, cy: float, spread: float, steps: int, width: int) -> np.ndarray:
+def draw_lines(
+    rng: np.random.Generator, count: int, cx: float, cy: float, spread: float, steps: int, width: int
+) -> np.ndarray:
     """Mask of `count` wandering polylines (hairs, vessels) starting near (cx, cy)."""
     canvas = Image.new("L", (S, S), 0)
     pen = ImageDraw.Draw(canvas)

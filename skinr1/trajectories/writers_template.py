@@ -38,6 +38,11 @@ CONCLUDE = (
     "This points to {name}.",
     "Most specific level: {name}.",
 )
+RULE = (
+    "The decisive cue is the {cue}.",
+    "Key rule: {cue} marks {name}.",
+    "The {cue} is the deciding sign.",
+)
 FIRST_IMPRESSION = (
     "First impression: {x}.",
     "At first glance this suggests {x}.",
@@ -124,11 +129,20 @@ class TemplateWriter:
             sentences.append(rng.choice(SWITCH).format(name=name))
         else:
             sentences += self._walk(node_id, rng)
+            if plan.trajectory_type == "direct":
+                sentences.append(rng.choice(RULE).format(cue=self._cue(node_id, shown, rng), name=name))
             sentences.append(rng.choice(CONCLUDE).format(name=name))
             if plan.trajectory_type == "ddx_keep":
                 sentences.append(rng.choice(KEEP).format(x=x, X=_cap(x), xf=xf, own=own, name=name))
         reasoning = " ".join(_cap(s) for s in sentences)
         return self.context.fmt.render(reasoning, name, taxonomy.malignancy(node_id))
+
+    def _cue(self, node_id: str, shown: list[str], rng: random.Random) -> str:
+        """The node's own feature that decides the rule, preferably one not described yet."""
+        own = list(self.context.kb.visible_features(node_id))
+        fresh = [f for f in own if f not in shown]
+        pool = fresh or own or shown
+        return rng.choice(pool) if pool else "overall appearance"
 
     def _closure(self, node_id: str) -> set[str]:
         """Visible features of a node and of all its ancestors."""

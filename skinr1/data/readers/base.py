@@ -1,9 +1,9 @@
-"""The machinery every manifest reader shares: row iteration, the row -> Record helper, bad rows.
+"""The machinery every manifest reader shares: the row -> Record helper, bad rows, value parsing.
 
 A source format is declared as a `SourceFormat`: which columns it needs and a small function that
 turns one raw row into `RowFields` (id, image name, label, skin type, split, extras). Everything
-else (opening the file, checking the header, resolving the label onto the taxonomy, joining the
-image path, catching damaged rows) happens once, here, in `read_rows`.
+else (checking the header, resolving the label onto the taxonomy, joining the image path,
+catching damaged rows) happens once, here, in `read_rows`; file parsing lives in `tables.py`.
 """
 
 from __future__ import annotations

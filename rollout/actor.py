@@ -1,0 +1,117 @@
+"""The rollout actor: a vLLM engine holding the current policy, as a thin Ray actor shell.
+
+Weights change only between `generate` calls: a Ray actor runs one method at a time, so every
+sample of a call carries the same `policy_version` — an actor never serves a mix of versions.
+LoRA policies are synced as adapters (a new `LoRARequest` per version); full fine-tuning pushes
+weight buckets through vLLM's weight-update API.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rollout.engine import EngineSettings, build_llm
+from rollout.sampling import (
+    VISION_SPECIAL_TOKENS,
+    RolloutRequest,
+    RolloutResult,
+    SamplingSettings,
+    to_samples,
+    vllm_sampling_params,
+)
+
+KEEP_ADAPTER_VERSIONS = 2
+
+
+class RolloutWorker:
+    """vLLM engine + current policy version. Wrap with `ray.remote` (see rollout.pool)."""
+
+    def __init__(self, name: str, model: str, settings: EngineSettings, initial_adapter: str | None = None):
+        self.name = name
+        self.settings = settings
+        self.llm = build_llm(model, settings)
+        tokenizer = self.llm.get_tokenizer()
+        self.blocked_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_SPECIAL_TOKENS]
+        self.version = 0
+        self.lora_request = None
+        self.adapter_root = Path(tempfile.mkdtemp(prefix=f"skinr1-{name}-adapters-"))
+        if initial_adapter is not None:
+            self._activate_adapter(0, Path(initial_adapter))
+
+    # ----------------------------------------------------------------- generation
+    def generate(self, requests: list[RolloutRequest], sampling: SamplingSettings, seed: int | None = None, n: int | None = None) -> list[RolloutResult]:
+        from skinr1.data.images import load_image
+
+        prompts = [
+            {
+                "prompt": request.prompt,
+                "multi_modal_data": {
+                    "image": load_image(request.image, min_pixels=self.settings.min_pixels, max_pixels=self.settings.max_pixels)
+                },
+            }
+            for request in requests
+        ]
+        params = vllm_sampling_params(sampling, self.blocked_token_ids, seed, n)
+        outputs = self.llm.generate(prompts, params, lora_request=self.lora_request, use_tqdm=False)
+        return [
+            RolloutResult(
+                prompt_id=request.prompt_id,
+                prompt_token_ids=list(output.prompt_token_ids or []),
+                samples=to_samples(output),
+                policy_version=self.version,
+                actor=self.name,
+                metadata=request.metadata,
+            )
+            for request, output in zip(requests, outputs)
+        ]
+
+    # ----------------------------------------------------------------- weight sync
+    def load_adapter(self, version: int, files: dict[str, bytes]) -> dict[str, Any]:
+        """Install a LoRA adapter version from its files (adapter_config.json, adapter_model.safetensors)."""
+        started = time.perf_counter()
+        directory = self.adapter_root / f"v{version}"
+        staging = self.adapter_root / f".v{version}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for name, payload in files.items():
+            if "/" in name or name.startswith("."):
+                raise ValueError(f"unexpected adapter file name {name!r}")
+            (staging / name).write_bytes(payload)
+        shutil.rmtree(directory, ignore_errors=True)
+        os.replace(staging, directory)
+        self._activate_adapter(version, directory)
+        self._prune_adapters()
+        return {"actor": self.name, "version": version, "seconds": time.perf_counter() - started}
+
+    def _activate_adapter(self, version: int, directory: Path) -> None:
+        from vllm.lora.request import LoRARequest
+
+        # lora_int_id must be unique and > 0 per adapter; the version makes it so.
+        self.lora_request = LoRARequest(f"policy-v{version}", version + 1, str(directory))
+        self.version = version
+
+    def _prune_adapters(self) -> None:
+        versions = sorted(int(p.name[1:]) for p in self.adapter_root.glob("v*") if p.name[1:].isdigit())
+        for old in versions[:-KEEP_ADAPTER_VERSIONS]:
+            shutil.rmtree(self.adapter_root / f"v{old}", ignore_errors=True)
+
+    def load_weights(self, version: int, buckets: list[list[tuple[str, Any]]]) -> dict[str, Any]:
+        """Full fine-tuning: replace the engine's weights from (name, tensor) buckets."""
+        started = time.perf_counter()
+        from rollout.weight_update import apply_weight_buckets
+
+        count = apply_weight_buckets(self.llm, buckets)
+        self.version = version
+        return {"actor": self.name, "version": version, "tensors": count, "seconds": time.perf_counter() - started}
+
+    # ----------------------------------------------------------------- health
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "pid": os.getpid()}
+
+    def shutdown(self) -> None:
+        shutil.rmtree(self.adapter_root, ignore_errors=True)

@@ -1,0 +1,99 @@
+"""Rollout requests and results as plain data, and the conversion to/from vLLM objects.
+
+Kept free of Ray so it can be unit-tested and reused by evaluation and serving.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# Special tokens the policy must never emit: a sampled <|image_pad|> makes the learner's forward
+# fail with "image features and image tokens do not match".
+VISION_SPECIAL_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+BLOCKED_LOGIT_BIAS = -100.0  # vLLM clamps logit_bias to [-100, 100]
+
+
+@dataclass
+class SamplingSettings:
+    """How completions are sampled."""
+
+    group_size: int = 4
+    """Samples per prompt, G (paper: 4)."""
+    temperature: float = 1.0
+    """Sampling temperature (paper: 1.0). 0 = greedy."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    max_tokens: int = 1024
+    """Longest completion (paper: 1024)."""
+
+    def __post_init__(self) -> None:
+        if self.group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_tokens < 1:
+            raise ValueError("temperature must be >= 0, top_p in (0, 1], max_tokens >= 1")
+
+
+@dataclass
+class RolloutRequest:
+    """One prompt: chat-formatted text with a single unexpanded image placeholder, plus its image."""
+
+    prompt_id: str
+    prompt: str
+    image: str
+    """Path of the image (already validated when the batch was built)."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Sample:
+    """One sampled completion."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str
+
+
+@dataclass
+class RolloutResult:
+    """All samples of one prompt, with the policy version that produced every one of them."""
+
+    prompt_id: str
+    prompt_token_ids: list[int]
+    samples: list[Sample]
+    policy_version: int
+    actor: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def vllm_sampling_params(settings: SamplingSettings, blocked_token_ids: list[int], seed: int | None, n: int | None = None):
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        n=n or settings.group_size,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_tokens=settings.max_tokens,
+        logprobs=0,  # the sampled token's log-prob
+        seed=seed,
+        logit_bias={token: BLOCKED_LOGIT_BIAS for token in blocked_token_ids},
+        skip_special_tokens=True,
+    )
+
+
+def to_samples(request_output) -> list[Sample]:
+    """Extract per-token log-probs of the sampled tokens from a vLLM RequestOutput."""
+    samples = []
+    for completion in request_output.outputs:
+        token_ids = list(completion.token_ids)
+        logprobs: list[float] = []
+        for token, candidates in zip(token_ids, completion.logprobs or []):
+            entry = candidates.get(token) if candidates else None
+            value = float(entry.logprob) if entry is not None else -math.inf
+            logprobs.append(value if math.isfinite(value) else -1e4)
+        if len(logprobs) != len(token_ids):
+            raise RuntimeError("vLLM returned log-probs for fewer tokens than it sampled")
+        samples.append(Sample(completion.text, token_ids, logprobs, str(completion.finish_reason)))
+    return samples

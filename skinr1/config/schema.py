@@ -1,0 +1,134 @@
+"""The SkinR1 run configuration: one YAML file drives every stage (`skinr1/configs/demo.yaml`).
+
+Stage sections reuse each package's own dataclass (learner.sft_config.SFTConfig,
+rewards.config.RewardConfig, skinr1.trajectories.config.TrajectoriesConfig); this module adds the
+shared sections and the cross-section checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from learner.sft_config import SFTConfig
+from rewards.config import RewardConfig
+from skinr1.trajectories.config import TrajectoriesConfig
+
+TINY_MODEL = "tiny"
+
+
+@dataclass
+class ModelConfig:
+    """The policy the run starts from."""
+
+    name_or_path: str = TINY_MODEL
+    """A local Hugging Face checkpoint, a hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct), or "tiny" for
+    the random-weight tiny Qwen2.5-VL built under <run_dir>/base_model."""
+    dtype: str = "float32"
+    """Weights dtype when loading for training (bfloat16 on GPUs)."""
+    trust_remote_code: bool = False
+    """Allow a checkpoint to run its own code. Off: never needed for Qwen2.5-VL."""
+    min_pixels: Optional[int] = None
+    """Image area lower bound for the processor (None: the checkpoint's own)."""
+    max_pixels: Optional[int] = None
+    """Image area upper bound (the paper caps images at 448x448 = 200704)."""
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise ValueError(f"model.min_pixels {self.min_pixels} exceeds model.max_pixels {self.max_pixels}")
+
+
+@dataclass
+class DataConfig:
+    """Where the manifests come from."""
+
+    dir: str = ""
+    """Directory holding dense.jsonl, sparse.jsonl, test.jsonl and test_sparse.jsonl (unified
+    manifests, as written by `skinr1 data synth` / `skinr1 data prepare`). Empty: the synthetic
+    demo dataset is generated under <run_dir>/data."""
+    synthetic_scale: float = 1.0
+    """Size multiplier of the generated synthetic dataset (when dir is empty)."""
+    dense: str = "dense.jsonl"
+    """Leaf-labelled manifest used for trajectories and SFT."""
+    sparse: str = "sparse.jsonl"
+    """Sparsely / coarsely labelled manifest used for GRPO."""
+    test: list[str] = field(default_factory=lambda: ["test.jsonl", "test_sparse.jsonl"])
+    """Held-out manifests for evaluation."""
+
+    def __post_init__(self) -> None:
+        if self.synthetic_scale <= 0:
+            raise ValueError(f"data.synthetic_scale must be > 0, got {self.synthetic_scale}")
+
+
+@dataclass
+class RayConfig:
+    """How the driver reaches Ray."""
+
+    address: Optional[str] = None
+    """Cluster address; None starts a local loopback node (or joins $RAY_ADDRESS under `ray job submit`)."""
+    num_cpus: Optional[int] = None
+    """Logical CPUs of a local node (None: the machine's). Logical CPUs only schedule actors; a
+    2-core laptop can host more actors than cores."""
+
+
+@dataclass
+class SkinR1Config:
+    """A whole SkinR1 run: trajectories -> SFT -> GRPO -> evaluation."""
+
+    run_dir: str = "runs/demo"
+    """Every output of the run lands under this directory."""
+    seed: int = 0
+    """Global seed (stages derive theirs from it unless set explicitly)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Base policy."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Datasets."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """Ray connection."""
+    trajectories: TrajectoriesConfig = field(default_factory=TrajectoriesConfig)
+    """Stage 1: textbook-guided trajectories (input/output_dir default to the run's paths)."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """Stage 2: SFT warm start."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """Reward of the GRPO stage."""
+
+    def __post_init__(self) -> None:
+        tags = (self.reward.reasoning_tag, self.reward.answer_tag)
+        if tags != (self.trajectories.reasoning_tag, self.trajectories.answer_tag):
+            raise ValueError(
+                f"reward tags {tags} differ from trajectories tags "
+                f"{(self.trajectories.reasoning_tag, self.trajectories.answer_tag)}: the model would be "
+                "rewarded for a format it was never taught"
+            )
+
+    # ----------------------------------------------------------------- derived paths
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir).expanduser().resolve()
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data.dir).expanduser().resolve() if self.data.dir else self.run_path / "data"
+
+    @property
+    def base_model_path(self) -> str:
+        if self.model.name_or_path == TINY_MODEL:
+            return str(self.run_path / "base_model")
+        return self.model.name_or_path
+
+    @property
+    def trajectories_dir(self) -> Path:
+        return Path(self.trajectories.output_dir).resolve() if self.trajectories.output_dir else self.run_path / "trajectories"
+
+    @property
+    def sft_dir(self) -> Path:
+        return self.run_path / "sft"
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> SkinR1Config:
+    from skinr1.config.loader import load_config
+
+    return load_config(SkinR1Config, path, overrides)
