@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import skinr1.data
 import skinr1.data.prepare as prepare_module
 from skinr1.cli import main as cli_main
 from skinr1.data.prepare import ImageLocator, prepare
 from skinr1.data.records import read_jsonl
 from skinr1.taxonomy import default_resolver
 
-FIXTURES = Path(__file__).parent / "fixtures" / "manifests"
+FIXTURES = Path(skinr1.data.__file__).parent / "samples"
 FITZPATRICK_CSV = Path("/work/shared/data/fitzpatrick17k/fitzpatrick17k.csv")
 
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+import skinr1.data
 from skinr1.cli.data_cmd import SOURCE_CHOICES
 from skinr1.data.readers import FORMATS, BadRow, ManifestError, format_for, read_manifest
 from skinr1.data.readers.base import parse_fitzpatrick
 from skinr1.data.records import Record, read_jsonl, write_jsonl
 
-FIXTURES = Path(__file__).parent / "fixtures" / "manifests"
+FIXTURES = Path(skinr1.data.__file__).parent / "samples"
 IMAGES = Path("/images")
 
 

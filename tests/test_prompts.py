@@ -1,7 +1,6 @@
 """Answer format, question templates, multiple-choice options and the completion parser.
 
-`tiny_resolver()` builds the small hand-made tree the reward tests share (they import it from
-here): ids match the shipped taxonomy's fixed ids, so cases read the same against both.
+The small hand-made tree and `good()` come from tests/reward_helpers.py.
 """
 
 from __future__ import annotations
@@ -23,68 +22,8 @@ from skinr1.prompts import (
     system_prompt,
 )
 from skinr1.taxonomy import DEFAULT_LABEL_MAPS_PATH, DEFAULT_TAXONOMY_PATH, LabelResolver, Node, Taxonomy
-from skinr1.taxonomy.label_maps import SourceVocabulary
+from reward_helpers import good, tiny_resolver
 
-# (id, name, malignancy, synonyms, ddx, children)
-TINY_TREE = [
-    ("malignant", "malignant", "malignant", (), (), [
-        ("malignant_melanoma", "malignant melanoma", None, (), (), [
-            ("melanoma", "melanoma", None, ("cutaneous melanoma",), ("melanocytic_nevus", "seborrheic_keratosis"), [
-                ("superficial_spreading_melanoma", "superficial spreading melanoma", None, ("SSM",), (), []),
-                ("nodular_melanoma", "nodular melanoma", None, (), (), []),
-            ]),
-        ]),
-        ("malignant_epidermal", "malignant epidermal tumour", None, (), (), [
-            ("basal_cell_carcinoma", "basal cell carcinoma", None, ("BCC", "basalioma"),
-             ("seborrheic_keratosis", "squamous_cell_carcinoma"), []),
-            ("squamous_cell_carcinoma", "squamous cell carcinoma", None, ("SCC",), ("actinic_keratosis",), []),
-            ("actinic_keratosis", "actinic keratosis", "precancerous", ("solar keratosis",), (), []),
-        ]),
-    ]),
-    ("benign", "benign", "benign", (), (), [
-        ("benign_melanocyte", "benign melanocytic lesion", None, (), (), [
-            ("melanocytic_nevus", "melanocytic nevus", None, ("nevus", "mole"), ("melanoma",), []),
-        ]),
-        ("benign_epidermal", "benign epidermal tumour", None, (), (), [
-            ("seborrheic_keratosis", "seborrheic keratosis", None, ("SK",), ("melanoma",), []),
-        ]),
-        ("benign_dermal", "benign dermal tumour", None, (), (), [
-            ("dermatofibroma", "dermatofibroma", None, (), (), []),
-        ]),
-    ]),
-    ("non_neoplastic", "non-neoplastic", "non-neoplastic", (), (), [
-        ("inflammatory", "inflammatory disease", None, (), (), [
-            ("psoriasis", "psoriasis", None, (), ("eczema",), []),
-            ("eczema", "eczema", None, ("atopic dermatitis",), ("psoriasis",), []),
-        ]),
-        ("pigmentary", "pigmentary disorder", None, (), (), [
-            ("vitiligo", "vitiligo", None, (), (), []),
-        ]),
-    ]),
-]
-
-HAM = SourceVocabulary(
-    name="ham10000",
-    description="tiny test vocabulary",
-    labels={"mel": "melanoma", "nv": "melanocytic_nevus", "bcc": "basal_cell_carcinoma", "akiec": "actinic_keratosis",
-            "bkl": "seborrheic_keratosis", "df": "dermatofibroma"},
-    unmapped={"unk": "unknown lesion type"},
-)
-
-
-def _nodes(entries, parent=None, inherited=None):
-    for node_id, name, malignancy, synonyms, ddx, children in entries:
-        malignancy = malignancy or inherited
-        yield Node(node_id, name, parent, malignancy, tuple(synonyms), tuple(ddx), tuple(c[0] for c in children))
-        yield from _nodes(children, node_id, malignancy)
-
-
-def tiny_resolver() -> LabelResolver:
-    return LabelResolver(Taxonomy.from_nodes(_nodes(TINY_TREE)), {"ham10000": HAM})
-
-
-SHIPPED = DEFAULT_TAXONOMY_PATH.exists() and DEFAULT_LABEL_MAPS_PATH.exists()
-needs_shipped = pytest.mark.skipif(not SHIPPED, reason="shipped taxonomy data not present yet")
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +34,6 @@ def resolver() -> LabelResolver:
 @pytest.fixture(scope="module")
 def tax(resolver) -> Taxonomy:
     return resolver.taxonomy
-
-
-def good(answer: str, reasoning: str = "Pearly papule with telangiectasia.", fmt: AnswerFormat = DEFAULT_FORMAT) -> str:
-    """A well-formed completion whose answer block holds `answer` verbatim."""
-    return fmt.render(reasoning, answer)
 
 
 # ----------------------------------------------------------------------------- format
@@ -333,7 +267,6 @@ class TestResolveAnswer:
 
 
 # ----------------------------------------------------------------------------- shipped taxonomy
-@needs_shipped
 class TestShipped:
     def test_choice_options_on_shipped_tree(self):
         from skinr1.taxonomy import default_resolver

@@ -1,25 +1,15 @@
-"""The reward actor and pool on a real local Ray cluster (2 CPUs, loopback only)."""
+"""The reward actor and pool on a real local Ray cluster (loopback only)."""
 
 from __future__ import annotations
 
 import pytest
+import ray
+from reward_helpers import good, tiny_resolver
 
-ray = pytest.importorskip("ray")
-
-from rewards import RewardConfig, RewardSample, RewardScorer  # noqa: E402
-from rewards.actor import RewardActor, RewardPool  # noqa: E402
-from skinr1.cluster import init_ray, shutdown_ray  # noqa: E402
-from test_prompts import good, tiny_resolver  # noqa: E402
+from rewards import RewardConfig, RewardSample, RewardScorer
+from rewards.actor import RewardActor, RewardPool
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    started = not init_ray(num_cpus=2, log_to_driver=False)["reused"]
-    yield
-    if started:  # never shut down a cluster another fixture (conftest's ray_local) owns
-        shutdown_ray()
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +23,7 @@ def records(n: int) -> list[dict]:
     return [sample.to_record(good(answers[i % len(answers)])) for i in range(n)]
 
 
-def test_actor_matches_the_pure_function(cluster, resolver):
+def test_actor_matches_the_pure_function(ray_local, resolver):
     config = RewardConfig.preset("open")
     actor = RewardActor.remote(config, resolver)
     batch = records(8) + [{"completion": "x", "gt_node": "nope", "mode": "open"}]
@@ -45,7 +35,7 @@ def test_actor_matches_the_pure_function(cluster, resolver):
     ray.kill(actor)
 
 
-def test_pool_round_robin_keeps_order(cluster, resolver):
+def test_pool_round_robin_keeps_order(ray_local, resolver):
     pool = RewardPool(num_actors=2, config=RewardConfig.preset("open", format_weight=0.5), resolver=resolver,
                       num_cpus_per_actor=0.5)
     try:
@@ -60,7 +50,7 @@ def test_pool_round_robin_keeps_order(cluster, resolver):
         pool.shutdown()
 
 
-def test_gather_times_out_instead_of_blocking(cluster):
+def test_gather_times_out_instead_of_blocking(ray_local):
     @ray.remote(num_cpus=0)
     def slow():
         import time

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from rewards import RewardConfig, RewardSample, RewardScorer
 from skinr1.prompts import DEFAULT_FORMAT, ChoiceOption, parse_completion
 from skinr1.prompts.parser import _parse_slow
-from test_prompts import SHIPPED, good, tiny_resolver
+from reward_helpers import good, tiny_resolver
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CONFIGS = {
@@ -25,10 +25,9 @@ CONFIGS = {
 
 def _resolvers():
     yield pytest.param(tiny_resolver, id="tiny")
-    if SHIPPED:
-        from skinr1.taxonomy import default_resolver
+    from skinr1.taxonomy import default_resolver
 
-        yield pytest.param(default_resolver, id="shipped")
+    yield pytest.param(default_resolver, id="shipped")
 
 
 @pytest.fixture(scope="module", params=list(_resolvers()))

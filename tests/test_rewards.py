@@ -24,7 +24,7 @@ from rewards import (
 )
 from rewards.functions import ddx_pattern, deepest_correct_depth, weighted_depth
 from skinr1.prompts import ChoiceOption, parse_completion
-from test_prompts import good, needs_shipped, tiny_resolver
+from reward_helpers import good, tiny_resolver
 
 
 @pytest.fixture(scope="module")
@@ -386,7 +386,6 @@ class TestCli:
 
 
 # ----------------------------------------------------------------------------- shipped taxonomy
-@needs_shipped
 class TestShipped:
     @pytest.fixture
     def shipped(self):

@@ -41,7 +41,7 @@ CONCLUDE = (
 RULE = (
     "The decisive cue is the {cue}.",
     "Key rule: {cue} marks {name}.",
-    "The {cue} is the deciding sign.",
+    "Deciding sign: {cue}.",
 )
 FIRST_IMPRESSION = (
     "First impression: {x}.",
@@ -51,7 +51,7 @@ FIRST_IMPRESSION = (
 REFUTE = (
     "But {x} would show {xf}, while this has {own}.",
     "However, {x} typically has {xf}, not {own}.",
-    "Yet the {own} does not fit {x}, which would show {xf}.",
+    "Yet {x} does not fit the {own}, as it would show {xf}.",
 )
 SWITCH = (
     "So I switch to {name}.",
@@ -60,7 +60,7 @@ SWITCH = (
 )
 KEEP = (
     "A differential is {x}, which would show {xf}; that is not seen here, so I keep {name}.",
-    "{X} was considered, but it typically has {xf}, and the {own} favours {name}. I keep {name}.",
+    "{X} was considered, but it typically has {xf}; with {own} here, I keep {name}.",
     "Could this be {x}? {X} would show {xf} instead of {own}, so {name} stays the diagnosis.",
 )
 GENERIC_DIFFERENTIAL_FEATURE = "a different pattern"
@@ -138,8 +138,13 @@ class TemplateWriter:
         return self.context.fmt.render(reasoning, name, taxonomy.malignancy(node_id))
 
     def _cue(self, node_id: str, shown: list[str], rng: random.Random) -> str:
-        """The node's own feature that decides the rule, preferably one not described yet."""
-        own = list(self.context.kb.visible_features(node_id))
+        """The feature that decides the rule: the node's own, not shared with its ancestors or its
+        DDx neighbours (keratin speckle is common to every epidermal lesion), unmentioned if possible."""
+        taxonomy = self.context.taxonomy
+        shared = {f for level in taxonomy.path(node_id)[:-1] for f in self.context.kb.visible_features(level)}
+        for neighbour in self.context.graph.get(node_id, ((), ""))[0]:
+            shared |= self._closure(neighbour)
+        own = [f for f in self.context.kb.visible_features(node_id) if f not in shared]
         fresh = [f for f in own if f not in shown]
         pool = fresh or own or shown
         return rng.choice(pool) if pool else "overall appearance"
