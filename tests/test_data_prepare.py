@@ -17,10 +17,11 @@ import skinr1.data.prepare as prepare_module
 from skinr1.cli import main as cli_main
 from skinr1.data.prepare import ImageLocator, prepare
 from skinr1.data.records import read_jsonl
+from skinr1.pipeline.harmonization import find_fitzpatrick_csv
 from skinr1.taxonomy import default_resolver
 
 FIXTURES = Path(skinr1.data.__file__).parent / "samples"
-FITZPATRICK_CSV = Path("/work/shared/data/fitzpatrick17k/fitzpatrick17k.csv")
+FITZPATRICK_CSV = find_fitzpatrick_csv() or Path("fitzpatrick17k.csv-not-found")
 
 
 def jpeg(colour=(180, 90, 60)) -> bytes:

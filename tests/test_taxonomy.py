@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from skinr1.cli import main
+from skinr1.pipeline.harmonization import find_fitzpatrick_csv
 from skinr1.taxonomy import (
     DEFAULT_LABEL_MAPS_PATH,
     DEFAULT_TAXONOMY_PATH,
@@ -26,7 +27,7 @@ from skinr1.taxonomy import (
     normalize_label,
 )
 
-SHARED_FITZPATRICK = Path("/work/shared/data/fitzpatrick17k")
+SHARED_FITZPATRICK = (find_fitzpatrick_csv() or Path("/nonexistent/fitzpatrick17k.csv")).parent
 
 # Fitzpatrick17k: three_partition_label > nine_partition_label > label (114 labels).
 FITZPATRICK_TREE = {
