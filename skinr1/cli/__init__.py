@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "skinr1.cli.model_cmd",
     "skinr1.cli.reward_cmd",
     "skinr1.cli.trajectories_cmd",
+    "skinr1.cli.sft_cmd",
+    "skinr1.cli.merge_cmd",
 )
 
 

@@ -7,6 +7,7 @@ the index through the object store).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from skinr1.data.records import Record
 from skinr1.prompts import AnswerFormat
@@ -28,10 +29,10 @@ class Context:
     matcher: NameMatcher
     fmt: AnswerFormat
 
-    @property
-    def described(self) -> set[str]:
+    @cached_property
+    def described(self) -> frozenset[str]:
         """Nodes whose knowledge-base entry lists visible features (preferred differentials)."""
-        return {n for n, e in self.kb.entries.items() if e.visible_features}
+        return frozenset(n for n, e in self.kb.entries.items() if e.visible_features)
 
 
 def build_context(config: TrajectoriesConfig, taxonomy: Taxonomy | None = None) -> Context:

@@ -1,0 +1,102 @@
+"""Pipeline stages. Each one writes a `stage.json` marker last; a finished stage whose inputs did
+not change is reused instead of recomputed (unless `fresh`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from skinr1.config.schema import TINY_MODEL, SkinR1Config
+
+MARKER = "stage.json"
+
+
+def _fingerprint(settings: Any) -> str:
+    if dataclasses.is_dataclass(settings):
+        settings = dataclasses.asdict(settings)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished_stage(directory: Path, settings: Any) -> dict | None:
+    """The stage's marker when it finished with the same settings, else None."""
+    marker = directory / MARKER
+    if not marker.is_file():
+        return None
+    record = json.loads(marker.read_text())
+    return record if record.get("fingerprint") == _fingerprint(settings) else None
+
+
+def run_stage(name: str, directory: Path, settings: Any, work: Callable[[], dict], fresh: bool = False) -> dict:
+    """Run `work` unless the stage already finished with these settings; returns its result dict."""
+    from skinr1.data.records import write_text_atomic
+
+    if not fresh:
+        previous = finished_stage(directory, settings)
+        if previous is not None:
+            print(f"[{name}] reusing the finished stage in {directory}")
+            return previous["result"] | {"reused": True}
+    elif directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    result = work()
+    record = {"stage": name, "fingerprint": _fingerprint(settings), "seconds": time.perf_counter() - started, "result": result}
+    write_text_atomic(directory / MARKER, json.dumps(record, indent=2, default=str))
+    return result | {"seconds": record["seconds"], "reused": False}
+
+
+def base_model_stage(config: SkinR1Config, fresh: bool = False) -> str:
+    """The base policy: a local checkpoint or hub id as given, or the tiny model built on demand."""
+    if config.model.name_or_path != TINY_MODEL:
+        return config.model.name_or_path
+    from skinr1.models.tiny import TinyModelSpec, build_tiny_model
+
+    directory = Path(config.base_model_path)
+    spec = TinyModelSpec(seed=config.seed)
+    run_stage("base model", directory, spec, lambda: {"path": str(build_tiny_model(directory, spec))}, fresh)
+    return str(directory)
+
+
+def data_stage(config: SkinR1Config, fresh: bool = False) -> Path:
+    """The manifests: the configured directory, or the synthetic demo set generated on demand."""
+    if config.data.dir:
+        missing = [n for n in (config.data.dense, config.data.sparse, *config.data.test) if not (config.data_path / n).is_file()]
+        if missing:
+            raise FileNotFoundError(f"data.dir {config.data_path} lacks {', '.join(missing)}")
+        return config.data_path
+    from skinr1.data.synthetic import synthesize
+
+    settings = {"seed": config.seed, "scale": config.data.synthetic_scale}
+    directory = config.data_path
+    run_stage("data", directory, settings, lambda: synthesize(directory, seed=config.seed, scale=config.data.synthetic_scale), fresh)
+    return directory
+
+
+def trajectories_stage(config: SkinR1Config, data_dir: Path, fresh: bool = False) -> Path:
+    """Verified reasoning trajectories for the dense split; returns the SFT JSONL path."""
+    from skinr1.trajectories.build import run as build_trajectories
+
+    directory = config.trajectories_dir
+    settings = dataclasses.replace(config.trajectories, input=str(data_dir / config.data.dense), output_dir=str(directory))
+    run_stage("trajectories", directory, settings, lambda: _summary(build_trajectories(settings)), fresh)
+    return directory / "sft.jsonl"
+
+
+def sft_stage(config: SkinR1Config, base_model: str, sft_data: Path, fresh: bool = False) -> Path:
+    """The SFT warm start; returns the final policy directory (adapter or full weights)."""
+    from learner.sft import run_sft
+
+    directory = config.sft_dir
+    settings = {"sft": config.sft, "base_model": base_model, "data": str(sft_data)}
+    run_stage("sft", directory, settings, lambda: {"final": str(run_sft(base_model, str(sft_data), directory, config.sft))}, fresh)
+    return directory / "final"
+
+
+def _summary(report: dict) -> dict:
+    """The JSON-friendly top of a stage report (the full report stays in the stage directory)."""
+    return {k: v for k, v in report.items() if isinstance(v, (int, float, str, bool))}
