@@ -41,7 +41,7 @@ class RolloutWorker:
         self.lora_request = None
         self.adapter_root = Path(tempfile.mkdtemp(prefix=f"skinr1-{name}-adapters-"))
         if initial_adapter is not None:
-            self._activate_adapter(0, Path(initial_adapter))
+            self.use_adapter(0, str(initial_adapter))
 
     # ----------------------------------------------------------------- generation
     def generate(self, requests: list[RolloutRequest], sampling: SamplingSettings, seed: int | None = None, n: int | None = None) -> list[RolloutResult]:
@@ -84,15 +84,16 @@ class RolloutWorker:
             (staging / name).write_bytes(payload)
         shutil.rmtree(directory, ignore_errors=True)
         os.replace(staging, directory)
-        self._activate_adapter(version, directory)
+        self.use_adapter(version, str(directory))
         self._prune_adapters()
         return {"actor": self.name, "version": version, "seconds": time.perf_counter() - started}
 
-    def _activate_adapter(self, version: int, directory: Path) -> None:
+    def use_adapter(self, version: int, directory: str | None) -> None:
+        """Serve the adapter in `directory` as policy `version` (None: the bare base model)."""
         from vllm.lora.request import LoRARequest
 
         # lora_int_id must be unique and > 0 per adapter; the version makes it so.
-        self.lora_request = LoRARequest(f"policy-v{version}", version + 1, str(directory))
+        self.lora_request = LoRARequest(f"policy-v{version}", version + 1, directory) if directory else None
         self.version = version
 
     def _prune_adapters(self) -> None:

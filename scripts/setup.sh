@@ -24,7 +24,7 @@ case "$target" in
     # PyPI's torchaudio/torchcodec are CUDA builds that break `import transformers` on a CPU torch.
     $pip uninstall -q -y torchaudio torchcodec 2>/dev/null || true
     # Declare torchvision's two missing operators in every interpreter of this environment.
-    .venv/bin/python -m skinr1.platform_fixes install >/dev/null
+    .venv/bin/python -c "from skinr1.platform_fixes import install_pth; install_pth()"
     ;;
   gpu)
     $pip install -q -e ".[gpu,dev]"

@@ -9,7 +9,7 @@ schemas before torchvision loads is enough: nothing in our stack calls them.
 `install_import_hook()` arranges that declaration lazily, on the first `import torchvision`, so
 processes that never touch torchvision do not pay for importing torch. `install_pth()` writes a
 `.pth` file into site-packages so every interpreter of the environment installs the hook at start-up
-(`python -m skinr1.platform_fixes install`; scripts/setup.sh runs it).
+(scripts/setup.sh calls it).
 """
 
 from __future__ import annotations
@@ -92,10 +92,3 @@ def install_pth(site_packages: str | None = None) -> Path:
     target.write_text(PTH_LINE, encoding="utf-8")
     return target
 
-
-if __name__ == "__main__":
-    if sys.argv[1:] == ["install"]:
-        print(f"installed {install_pth()}")
-    else:
-        print("usage: python -m skinr1.platform_fixes install", file=sys.stderr)
-        sys.exit(2)

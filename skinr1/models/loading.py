@@ -15,7 +15,7 @@ def is_local_checkpoint(name_or_path: str | Path) -> bool:
     return Path(name_or_path).is_dir()
 
 
-def resolve_model_source(name_or_path: str | Path) -> str:
+def resolve_model_source(name_or_path: str | Path, marker: str = "config.json") -> str:
     """Return a loadable string, with a clear error for a local path that does not exist.
 
     A string that looks like a path ("./x", "/x", "runs/...") but is missing is an error here, not
@@ -24,8 +24,8 @@ def resolve_model_source(name_or_path: str | Path) -> str:
     text = str(name_or_path)
     path = Path(text).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} is a directory but has no config.json: not a Hugging Face checkpoint")
+        if not (path / marker).is_file():
+            raise FileNotFoundError(f"{path} is a directory but has no {marker}: not a Hugging Face checkpoint")
         return str(path)
     looks_like_path = text.startswith((".", "/", "~")) or text.count("/") != 1
     if looks_like_path:
@@ -36,7 +36,9 @@ def resolve_model_source(name_or_path: str | Path) -> str:
 def load_processor(name_or_path: str | Path, trust_remote_code: bool = False, **kwargs: Any):
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(resolve_model_source(name_or_path), trust_remote_code=trust_remote_code, **kwargs)
+    # Adapter directories carry the processor files but no model config.
+    source = resolve_model_source(name_or_path, marker="processor_config.json")
+    return AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
 
 
 def load_policy(

@@ -35,10 +35,16 @@ class TinyModelSpec:
     """Vision MLP width."""
     vocab_size: int = 2048
     """BPE vocabulary size (special tokens included)."""
-    min_pixels: int = 56 * 56
-    """Smallest image area the processor produces (multiples of 28 per side)."""
+    min_pixels: int = 112 * 112
+    """Smallest image area the processor produces (multiples of 28 per side). Small images are
+    upscaled to 16 merged image tokens: with fewer, a tiny language model barely attends to them."""
     max_pixels: int = 112 * 112
     """Largest image area; bigger inputs are resized down, keeping the aspect ratio."""
+    output_init_std: float = 0.2
+    """Init std of the (untied) output projection. LoRA leaves the head frozen; with the usual 0.02,
+    logits of a random head span only a few units and no token can get more than ~1% probability,
+    so adapter training stalls near a loss of 5 nats. 0.2 lets a frozen head express confident
+    distributions."""
     seed: int = 0
     """Seed for the random weights."""
 
@@ -81,7 +87,7 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None) -> 
             "bos_token_id": token_id("<|endoftext|>"),
             "eos_token_id": token_id("<|im_end|>"),
             "pad_token_id": token_id("<|endoftext|>"),
-            "tie_word_embeddings": True,
+            "tie_word_embeddings": False,
         },
         vision_config={
             "depth": spec.vision_depth,
@@ -99,12 +105,14 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None) -> 
         video_token_id=token_id("<|video_pad|>"),
         vision_start_token_id=token_id("<|vision_start|>"),
         vision_end_token_id=token_id("<|vision_end|>"),
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
     )
     config.eos_token_id = token_id("<|im_end|>")
     config.pad_token_id = token_id("<|endoftext|>")
     torch.manual_seed(spec.seed)
     model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32)
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0.0, spec.output_init_std)
     model.generation_config.eos_token_id = token_id("<|im_end|>")
     model.generation_config.pad_token_id = token_id("<|endoftext|>")
     model.save_pretrained(out, safe_serialization=True)

@@ -81,10 +81,27 @@ def tokenizer_corpus() -> list[str]:
         if node.description:
             lines.append(node.description)
     lines.extend(_PROSE)
+    lines.extend(_project_prose())
     for tag in ("thinking", "final diagnosis", "think", "answer"):
         lines.append(f"<{tag}> </{tag}>")
     # Repeat the domain text so its merges win over rare byte pairs.
     return lines * 4
+
+
+def _project_prose() -> list[str]:
+    """System prompts, question templates, template-writer phrasing and the knowledge base."""
+    from pathlib import Path
+
+    from skinr1.prompts import CHOICE_QUESTIONS, OPEN_QUESTIONS, system_prompt
+    from skinr1.trajectories import writers_template
+
+    lines = [system_prompt(mode="open"), system_prompt(mode="choice"), *OPEN_QUESTIONS, *CHOICE_QUESTIONS]
+    for value in vars(writers_template).values():
+        if isinstance(value, tuple) and value and all(isinstance(v, str) for v in value):
+            lines.extend(value)
+    knowledge = Path(writers_template.__file__).resolve().parent.parent / "knowledge"
+    lines.extend(path.read_text(encoding="utf-8") for path in sorted(knowledge.glob("*.md")))
+    return lines
 
 
 _PROSE = [

@@ -1,0 +1,49 @@
+"""`skinr1 eval --checkpoint DIR --data MANIFEST [--mode open|choice] --out DIR`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("eval", help="evaluate checkpoints on held-out manifests (report.json/md/png)")
+    parser.add_argument("--checkpoint", action="append", required=True, metavar="[NAME=]DIR",
+                        help="a model or adapter directory; repeat for a side-by-side comparison")
+    parser.add_argument("--data", action="append", required=True, metavar="MANIFEST", help="unified JSONL manifest; repeatable")
+    parser.add_argument("--mode", choices=("open", "choice"), default="open", help="question mode")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--limit", type=int, default=0, help="first N records per manifest (0 = all)")
+    parser.add_argument("--max-tokens", type=int, default=256, help="longest completion")
+    parser.add_argument("--no-system-prompt", action="store_true", help="ask without the shared system prompt")
+    parser.set_defaults(func=run)
+
+
+def parse_checkpoints(values: list[str]) -> dict[str, str]:
+    named: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep:
+            name, path = Path(value).name or value, value
+        if name in named:
+            raise ValueError(f"two checkpoints are named {name!r}: name them NAME=DIR")
+        named[name] = path
+    return named
+
+
+def run(args: argparse.Namespace) -> int:
+    from skinr1.eval.report import format_table, write_report
+    from skinr1.eval.runner import EvalSettings, evaluate_checkpoints
+    from skinr1.versions import check_versions
+
+    check_versions(need_vllm=True)
+    for manifest in args.data:
+        if not Path(manifest).is_file():
+            raise FileNotFoundError(f"manifest {manifest} does not exist")
+    settings = EvalSettings(mode=args.mode, max_tokens=args.max_tokens, limit=args.limit,
+                            include_system_prompt=not args.no_system_prompt)
+    report = evaluate_checkpoints(parse_checkpoints(args.checkpoint), args.data, settings)
+    paths = write_report(report, args.out)
+    print(format_table(report))
+    print(f"\nreport: {paths['markdown']}  figure: {paths['figure']}")
+    return 0

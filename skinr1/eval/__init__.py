@@ -1,0 +1,1 @@
+"""Evaluation: per-level, per-skin-type diagnostic metrics of checkpoints on held-out manifests."""
