@@ -84,6 +84,9 @@ def encode_record(
     return {
         "input_ids": prompt_ids + completion_ids,
         "labels": [IGNORE_INDEX] * len(prompt_ids) + completion_ids,
+        # Marks image tokens: without it Qwen2.5-VL silently falls back to 1-D positions in training
+        # while vLLM and generate() use 3-D (mRoPE) positions, and the model never learns to look.
+        "mm_token_type_ids": prompt["mm_token_type_ids"][0].tolist() + [0] * len(completion_ids),
         "pixel_values": prompt["pixel_values"],
         "image_grid_thw": prompt["image_grid_thw"],
     }
@@ -97,15 +100,18 @@ def collate(examples: list[dict[str, Any]], pad_token_id: int) -> dict[str, Any]
     input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    token_types = torch.zeros((len(examples), width), dtype=torch.long)
     for row, example in enumerate(examples):
         length = len(example["input_ids"])
         input_ids[row, :length] = torch.tensor(example["input_ids"])
         labels[row, :length] = torch.tensor(example["labels"])
         attention_mask[row, :length] = 1
+        token_types[row, :length] = torch.tensor(example["mm_token_type_ids"])
     return {
         "input_ids": input_ids,
         "labels": labels,
         "attention_mask": attention_mask,
+        "mm_token_type_ids": token_types,
         "pixel_values": torch.cat([e["pixel_values"] for e in examples]),
         "image_grid_thw": torch.cat([e["image_grid_thw"] for e in examples]),
     }

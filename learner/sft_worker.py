@@ -116,7 +116,7 @@ def _encode(processor, record, config: SFTConfig) -> tuple[dict, int]:
             raise
     # Keep the prompt whole and cut the completion: the sample still teaches its opening.
     example = encode_record(processor, record, 10**9, config.min_pixels, config.max_pixels)
-    for key in ("input_ids", "labels"):
+    for key in ("input_ids", "labels", "mm_token_type_ids"):
         example[key] = example[key][: config.max_length]
     return example, 1
 

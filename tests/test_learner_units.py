@@ -97,13 +97,16 @@ def test_collate_pads_and_masks():
     import torch
 
     examples = [
-        {"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7], "pixel_values": torch.ones(4, 3), "image_grid_thw": torch.tensor([[1, 2, 2]])},
-        {"input_ids": [8], "labels": [8], "pixel_values": torch.zeros(4, 3), "image_grid_thw": torch.tensor([[1, 2, 2]])},
+        {"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7], "mm_token_type_ids": [1, 0, 0],
+         "pixel_values": torch.ones(4, 3), "image_grid_thw": torch.tensor([[1, 2, 2]])},
+        {"input_ids": [8], "labels": [8], "mm_token_type_ids": [1], "pixel_values": torch.zeros(4, 3),
+         "image_grid_thw": torch.tensor([[1, 2, 2]])},
     ]
     batch = collate(examples, pad_token_id=0)
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["mm_token_type_ids"].tolist() == [[1, 0, 0], [1, 0, 0]]
     assert batch["pixel_values"].shape == (8, 3) and batch["image_grid_thw"].shape == (2, 3)
 
 
@@ -126,6 +129,9 @@ def test_encode_record_labels_only_the_assistant(tiny_model_dir, tmp_path):
     assert processor.tokenizer.decode(supervised) == answer + "<|im_end|>"
     image_token = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert image_token in encoded["input_ids"] and image_token not in supervised
+    # Image tokens are marked, so training uses the same 3-D positions as vLLM and generate().
+    marked = [t for t, kind in zip(encoded["input_ids"], encoded["mm_token_type_ids"]) if kind]
+    assert marked and set(marked) == {image_token}
     with pytest.raises(SFTDataError, match="exceed max_length"):
         encode_record(processor, record, max_length=10)
     broken = SFTRecord("b", str(tmp_path / "missing.png"), record.messages)

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "skinr1.cli.reward_cmd",
     "skinr1.cli.trajectories_cmd",
     "skinr1.cli.sft_cmd",
+    "skinr1.cli.rl_cmd",
     "skinr1.cli.merge_cmd",
     "skinr1.cli.eval_cmd",
 )

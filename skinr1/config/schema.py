@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from learner.grpo_config import GRPOConfig
 from learner.sft_config import SFTConfig
 from rewards.config import RewardConfig
 from skinr1.trajectories.config import TrajectoriesConfig
@@ -94,8 +95,12 @@ class SkinR1Config:
     """Stage 2: SFT warm start."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Reward of the GRPO stage."""
+    rl: GRPOConfig = field(default_factory=GRPOConfig)
+    """Stage 3: hierarchical GRPO."""
 
     def __post_init__(self) -> None:
+        if self.rl.mode != self.reward.mode:
+            raise ValueError(f"rl.mode {self.rl.mode!r} and reward.mode {self.reward.mode!r} must agree")
         tags = (self.reward.reasoning_tag, self.reward.answer_tag)
         if tags != (self.trajectories.reasoning_tag, self.trajectories.answer_tag):
             raise ValueError(
@@ -126,6 +131,10 @@ class SkinR1Config:
     @property
     def sft_dir(self) -> Path:
         return self.run_path / "sft"
+
+    @property
+    def rl_dir(self) -> Path:
+        return self.run_path / "rl"
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> SkinR1Config:

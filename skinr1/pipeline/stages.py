@@ -100,3 +100,50 @@ def sft_stage(config: SkinR1Config, base_model: str, sft_data: Path, fresh: bool
 def _summary(report: dict) -> dict:
     """The JSON-friendly top of a stage report (the full report stays in the stage directory)."""
     return {k: v for k, v in report.items() if isinstance(v, (int, float, str, bool))}
+
+
+def rl_policy_base(config: SkinR1Config, base_model: str, sft_policy: Path | None) -> str:
+    """The weights GRPO starts from: the SFT adapter merged into the base (so that "adapters
+    disabled" is the SFT policy, the KL reference), SFT full weights, or the bare base model."""
+    from learner.export import is_adapter, merge_adapter
+
+    if not config.rl.init_from_sft or sft_policy is None:
+        return base_model
+    if not is_adapter(sft_policy):
+        return str(sft_policy)
+    merged = config.rl_dir / "policy_base"
+    settings = {"sft": str(sft_policy), "base": base_model}
+    run_stage("merge sft", merged, settings, lambda: {"path": str(merge_adapter(sft_policy, merged / "model", base=base_model))})
+    return str(merged / "model")
+
+
+def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, data_dir: Path, fresh: bool = False) -> Path:
+    """Hierarchical GRPO; resumes from the run's last checkpoint; returns the final policy dir."""
+    from skinr1.metrics import MetricsLogger
+    from skinr1.pipeline.rl_checkpoint import latest_checkpoint
+    from skinr1.pipeline.rl_driver import GRPODriver, write_final_policy
+
+    rl_dir = config.rl_dir
+    marker = {"rl": config.rl, "reward": config.reward, "sft": str(sft_policy), "data": str(data_dir)}
+    if not fresh and finished_stage(rl_dir, marker):
+        print(f"[rl] reusing the finished stage in {rl_dir}")
+        return rl_dir / "final"
+    if fresh and rl_dir.exists():
+        shutil.rmtree(rl_dir)
+    policy_base = rl_policy_base(config, base_model, sft_policy)
+    driver = GRPODriver(config.rl, config.reward, policy_base, str(data_dir / config.data.sparse), rl_dir,
+                        seed=config.seed, include_system_prompt=config.trajectories.include_system_prompt)
+    started = time.perf_counter()
+    try:
+        driver.start()
+        with MetricsLogger(rl_dir / "metrics.jsonl", rl_dir / "tensorboard") as logger:
+            driver.run(logger)
+    finally:
+        driver.shutdown()
+    final = write_final_policy(latest_checkpoint(rl_dir), rl_dir)
+    from skinr1.data.records import write_text_atomic
+
+    record = {"stage": "rl", "fingerprint": _fingerprint(marker), "seconds": time.perf_counter() - started,
+              "result": {"final": str(final), "steps": driver.step, "startup_s": driver.startup_s}}
+    write_text_atomic(rl_dir / MARKER, json.dumps(record, indent=2, default=str))
+    return final

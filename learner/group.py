@@ -1,0 +1,85 @@
+"""The learner group: M `LearnerRank` Ray actors on a placement group, one torch.distributed group."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from learner.grpo_config import GRPOConfig
+from learner.policy_batch import TrainSample
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def split_for_ranks(samples: list[TrainSample], ranks: int) -> list[list[TrainSample]]:
+    """Equal contiguous shares (the batch size is a multiple of the rank count by construction)."""
+    if len(samples) % ranks:
+        raise ValueError(f"{len(samples)} samples do not split over {ranks} learner ranks")
+    share = len(samples) // ranks
+    return [samples[i * share : (i + 1) * share] for i in range(ranks)]
+
+
+class LearnerGroup:
+    def __init__(self, base_model: str, config: GRPOConfig, seed: int, placement_group=None):
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        from learner.rank import LearnerRank
+
+        learner = config.learner
+        self.config = config
+        world = learner.num_ranks
+        # Rank 0's rendezvous address: the driver's node on a single machine; for multi-node
+        # clusters every rank reaches rank 0's node IP (ranks are packed on one placement group).
+        address = ray.util.get_node_ip_address()
+        port = free_port()
+        remote = ray.remote(LearnerRank)
+        self.ranks = []
+        for rank in range(world):
+            options: dict[str, Any] = {"num_cpus": learner.cpus_per_rank, "num_gpus": 1 if learner.use_gpu else 0}
+            if placement_group is not None:
+                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(placement_group, placement_group_bundle_index=rank)
+            self.ranks.append(remote.options(**options).remote(rank, world, address, port, base_model, config, seed))
+        ray.get([r.node_address.remote() for r in self.ranks])  # surface start-up errors here
+
+    def train_step(self, samples: list[TrainSample], step_tokens: float) -> dict[str, float]:
+        import ray
+
+        shares = split_for_ranks(samples, len(self.ranks))
+        reports = ray.get([r.train_step.remote(share, step_tokens) for r, share in zip(self.ranks, shares)])
+        # Loss parts are already shares of the step's token mean: sum them over ranks.
+        summed = {k: sum(r[k] for r in reports) for k in ("loss", "policy", "kl", "clipped", "ratio_gap")}
+        return {**summed, "lr": reports[0]["lr"], "learner_s": max(r["seconds"] for r in reports)}
+
+    def export_policy(self) -> dict[str, bytes]:
+        import ray
+
+        return ray.get([r.export_policy.remote() for r in self.ranks])[0]
+
+    def export_weight_buckets(self, bucket_bytes: int):
+        import ray
+
+        return ray.get([r.export_weight_buckets.remote(bucket_bytes) for r in self.ranks])[0]
+
+    def save(self, directory: str) -> None:
+        import ray
+
+        ray.get([r.save.remote(directory) for r in self.ranks])
+
+    def load(self, directory: str) -> None:
+        import ray
+
+        ray.get([r.load.remote(directory) for r in self.ranks])
+
+    def shutdown(self) -> None:
+        import ray
+
+        try:
+            ray.get([r.shutdown.remote() for r in self.ranks], timeout=60)
+        finally:
+            for r in self.ranks:
+                ray.kill(r)

@@ -1,0 +1,165 @@
+"""Configuration of the GRPO stage: rollout pool, learner group, loss and the driver loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from learner.grpo import ADVANTAGE_SCALINGS, KL_ESTIMATORS
+from learner.lora import LoraSettings
+from learner.optim import DeepSpeedSettings
+from rollout.pool import ActorResources
+from rollout.sampling import SamplingSettings
+
+SYNC_BACKENDS = ("object_store",)
+
+
+@dataclass
+class RolloutConfig:
+    """vLLM rollout actors."""
+
+    num_workers: int = 2
+    """Rollout actors at the start of the run."""
+    min_workers: int = 1
+    """The pool never shrinks below this (elastic scaling)."""
+    max_workers: int = 2
+    """The pool grows up to this when the cluster has room (elastic scaling)."""
+    tensor_parallel_size: int = 1
+    """GPUs per vLLM engine."""
+    resources: ActorResources = field(default_factory=ActorResources)
+    """Resources reserved per actor."""
+    gpu_memory_utilization: float = 0.5
+    """Accelerator memory share of each engine."""
+    max_model_len: int = 2048
+    """Prompt + completion tokens per sequence."""
+    enforce_eager: bool = True
+    """No CUDA graphs (required on CPU)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_workers <= self.max_workers:
+            raise ValueError(f"need 1 <= rollout.min_workers <= rollout.max_workers, got {self.min_workers}, {self.max_workers}")
+        if not self.min_workers <= self.num_workers <= self.max_workers:
+            raise ValueError(f"rollout.num_workers {self.num_workers} outside [{self.min_workers}, {self.max_workers}]")
+
+
+@dataclass
+class LearnerConfig:
+    """The DeepSpeed learner group (Ray actors forming one torch.distributed group)."""
+
+    num_ranks: int = 2
+    """Learner ranks (data parallel)."""
+    use_gpu: bool = False
+    """One GPU per rank with NCCL; false: CPU with gloo."""
+    cpus_per_rank: float = 1.0
+    """Logical CPUs reserved per rank."""
+    deepspeed: DeepSpeedSettings = field(default_factory=DeepSpeedSettings)
+    """DeepSpeed settings."""
+    lora: LoraSettings = field(default_factory=lambda: LoraSettings(dropout=0.0))
+    """LoRA of the RL adapter; lora.enabled=false fine-tunes all weights (bucketed full-weight sync).
+    Dropout defaults to 0: with dropout the learner's log-probs are noisy and the PPO ratio with them."""
+    learning_rate: float = 1e-5
+    """Peak learning rate (paper: 1e-5)."""
+    warmup_ratio: float = 0.0
+    """Share of steps with linear warm-up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    micro_batch_size: int = 4
+    """Samples per forward pass on one rank."""
+    updates_per_step: int = 1
+    """Optimizer updates per rollout batch (1 = on-policy)."""
+    offload_reference: bool = False
+    """Full fine-tuning: keep the frozen reference copy in host memory."""
+
+    def __post_init__(self) -> None:
+        if self.num_ranks < 1 or self.micro_batch_size < 1 or self.updates_per_step < 1:
+            raise ValueError("learner.num_ranks, micro_batch_size and updates_per_step must be >= 1")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learner.learning_rate must be > 0, got {self.learning_rate}")
+
+
+@dataclass
+class LossConfig:
+    """The GRPO objective."""
+
+    advantage_scaling: str = "std"
+    """"std" (GRPO: divide by the group's std) or "none" (Dr.GRPO)."""
+    std_floor: float = 1e-2
+    """Lower bound on the group std, so nearly-constant groups do not explode."""
+    clip_low: float = 0.2
+    """Lower clip range of the probability ratio."""
+    clip_high: float = 0.28
+    """Upper clip range (DAPO's clip-higher when above clip_low)."""
+    kl_beta: float = 0.04
+    """Weight of the KL penalty to the reference (0 disables the reference pass)."""
+    kl_estimator: str = "k3"
+    """KL estimator: k1, k2 or k3 (paper: k3)."""
+    tis_cap: float = 2.0
+    """Cap of the truncated importance weight p_learner / p_rollout (0 disables the correction)."""
+    filter_constant_groups: bool = True
+    """Drop groups whose rewards are all equal (zero advantage) and refill from new prompts."""
+    max_refill_rounds: int = 2
+    """Extra generation rounds per step to replace filtered groups."""
+
+    def __post_init__(self) -> None:
+        if self.advantage_scaling not in ADVANTAGE_SCALINGS:
+            raise ValueError(f"loss.advantage_scaling must be one of {ADVANTAGE_SCALINGS}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"loss.kl_estimator must be one of {KL_ESTIMATORS}")
+        if self.clip_low < 0 or self.clip_high < 0 or self.kl_beta < 0 or self.std_floor <= 0:
+            raise ValueError("clip ranges and kl_beta must be >= 0, std_floor > 0")
+
+
+@dataclass
+class GRPOConfig:
+    """The hierarchical GRPO stage."""
+
+    steps: int = 1500
+    """Optimizer steps (paper: ~1500)."""
+    prompts_per_step: int = 4
+    """Images per step; the batch is prompts_per_step x group_size samples (paper: 16 x 4... see batch)."""
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    """Sampling of the G completions per image."""
+    mode: str = "open"
+    """Question mode during RL (must match reward.mode)."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """The GRPO objective."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Rollout actors."""
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    """Learner group."""
+    num_reward_actors: int = 1
+    """Reward actors sharing the scoring."""
+    sync_backend: str = "object_store"
+    """Weight-sync backend (object_store: adapter files or weight buckets through Ray's object store)."""
+    overlap: bool = False
+    """Generate step t+1 with the current weights while step t trains (one-step off-policy)."""
+    checkpoint_every: int = 10
+    """Checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept."""
+    init_from_sft: bool = True
+    """Start from the SFT warm start (its adapter merged into the base); false: RL from the base."""
+    stop_after_step: Optional[int] = None
+    """Simulate a crash after this step's checkpoint (drills and tests of resume)."""
+    kill_rollout_actor_at_step: Optional[int] = None
+    """Kill one rollout actor while this step generates (fault drills and tests)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.prompts_per_step < 1:
+            raise ValueError("rl.steps and rl.prompts_per_step must be >= 1")
+        if self.sampling.temperature <= 0:
+            raise ValueError("rl.sampling.temperature must be > 0: GRPO needs sampled, not greedy, groups")
+        if self.sync_backend not in SYNC_BACKENDS:
+            raise ValueError(f"rl.sync_backend must be one of {SYNC_BACKENDS}, got {self.sync_backend!r}")
+        samples = self.prompts_per_step * self.sampling.group_size
+        per_update = self.learner.num_ranks * self.learner.micro_batch_size * self.learner.updates_per_step
+        if samples % per_update:
+            raise ValueError(
+                f"rl.prompts_per_step x group_size = {samples} samples must divide evenly into "
+                f"num_ranks x micro_batch_size x updates_per_step = {per_update}"
+            )
+
+    @property
+    def grad_accum_steps(self) -> int:
+        samples = self.prompts_per_step * self.sampling.group_size
+        return samples // (self.learner.num_ranks * self.learner.micro_batch_size * self.learner.updates_per_step)

@@ -1,0 +1,178 @@
+"""One GRPO learner rank: a DeepSpeed (or DDP) engine inside a Ray actor, in a torch.distributed group.
+
+Policy set-up (LoRA): the SFT adapter is merged into the base weights and a fresh adapter is
+trained on top, so "adapters disabled" is exactly the SFT policy, the reference of the KL term.
+Full fine-tuning keeps a frozen copy of the starting policy as the reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from learner.grpo import grpo_token_losses, token_mean_over_step
+from learner.grpo_config import GRPOConfig
+from learner.policy_batch import TrainSample, encode_batch, token_logprobs
+
+
+def init_process_group(rank: int, world: int, address: str, port: int, use_gpu: bool) -> None:
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if use_gpu else "gloo"
+        dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=rank, world_size=world)
+
+
+class LearnerRank:
+    """Wrap with `ray.remote` (see learner.group)."""
+
+    def __init__(self, rank: int, world: int, address: str, port: int, base_model: str, config: GRPOConfig, seed: int):
+        import torch
+
+        self.rank, self.world, self.config = rank, world, config
+        learner = config.learner
+        if learner.use_gpu:
+            torch.cuda.set_device(0)  # Ray exposes one GPU per rank as device 0
+        init_process_group(rank, world, address, port, learner.use_gpu)
+        torch.manual_seed(seed)
+        from skinr1.models.loading import load_policy, load_processor
+
+        self.processor = load_processor(base_model)
+        model = load_policy(base_model)
+        self.reference = None
+        if learner.lora.enabled:
+            from learner.lora import apply_lora
+
+            model = apply_lora(model, learner.lora)
+        else:
+            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+            if learner.offload_reference:
+                self.reference.to("cpu")
+        from learner.train_engine import TrainingEngine
+
+        self.engine = TrainingEngine(
+            model,
+            "deepspeed",
+            learner.deepspeed,
+            learner.micro_batch_size,
+            config.grad_accum_steps,
+            world,
+            learner.learning_rate,
+            learner.weight_decay,
+            total_steps=config.steps * learner.updates_per_step,
+            warmup_steps=int(learner.warmup_ratio * config.steps * learner.updates_per_step),
+        )
+
+    def node_address(self) -> str:
+        import ray
+
+        return ray.util.get_node_ip_address()
+
+    # ----------------------------------------------------------------- training
+    def train_step(self, samples: list[TrainSample], step_tokens: float) -> dict[str, float]:
+        """One rollout batch on this rank: `updates_per_step` optimizer updates.
+
+        `step_tokens` is the completion-token count of the whole step over all ranks, so the loss
+        is the token mean over the step ("token-mean" aggregation), however it is split.
+        """
+        import torch
+
+        started = time.perf_counter()
+        config, learner, loss_cfg = self.config, self.config.learner, self.config.loss
+        temperature = config.sampling.temperature
+        micro = learner.micro_batch_size
+        batches = [encode_batch(self.processor, samples[i : i + micro]) for i in range(0, len(samples), micro)]
+        module = self.engine.module
+        with torch.no_grad():  # log-probs before the update, and of the reference
+            module.eval()
+            for batch in batches:
+                batch["old_logprobs"] = token_logprobs(self.engine, batch, temperature)
+                batch["ref_logprobs"] = self._reference_logprobs(batch, temperature) if loss_cfg.kl_beta > 0 else None
+        module.train()
+        sums = {"loss": 0.0, "policy": 0.0, "kl": 0.0, "clipped": 0.0, "ratio_gap": 0.0}
+        # DeepSpeed averages gradients over ranks and divides by accumulation steps; undo both so
+        # each update is the gradient of its token mean (updates_per_step splits the step's tokens).
+        scale = self.world * config.grad_accum_steps * learner.updates_per_step
+        per_update = len(batches) // learner.updates_per_step
+        for update in range(learner.updates_per_step):
+            for batch in batches[update * per_update : (update + 1) * per_update]:
+                logprobs = token_logprobs(self.engine, batch, temperature)
+                parts = grpo_token_losses(
+                    logprobs, batch["old_logprobs"], batch["ref_logprobs"], batch["rollout_logprobs"],
+                    batch["advantages"], loss_cfg.clip_low, loss_cfg.clip_high, loss_cfg.kl_beta,
+                    loss_cfg.kl_estimator, loss_cfg.tis_cap,
+                )
+                mask = batch["mask"]
+                loss = token_mean_over_step(parts["total"], mask, step_tokens)
+                self.engine.micro_step(loss * scale)
+                with torch.no_grad():
+                    sums["loss"] += float(loss)
+                    for name in ("policy", "kl", "clipped"):
+                        if name in parts:
+                            sums[name] += float(token_mean_over_step(parts[name], mask, step_tokens))
+                    gap = (batch["old_logprobs"] - batch["rollout_logprobs"]).abs()
+                    sums["ratio_gap"] += float(token_mean_over_step(gap, mask, step_tokens))
+        return {**sums, "lr": self.engine.learning_rate, "seconds": time.perf_counter() - started}
+
+    def _reference_logprobs(self, batch: dict[str, Any], temperature: float):
+        if self.reference is not None:
+            return token_logprobs(self.reference, batch, temperature)
+        with self.engine.module.disable_adapter():
+            return token_logprobs(self.engine, batch, temperature)
+
+    # ----------------------------------------------------------------- weights out
+    def export_policy(self) -> dict[str, bytes] | None:
+        """LoRA: the adapter's files (rank 0 returns them; other ranks None). Collective under ZeRO-3."""
+        with self._gathered():
+            if self.rank != 0:
+                return None
+            with tempfile.TemporaryDirectory(prefix="skinr1-adapter-") as directory:
+                self.engine.module.save_pretrained(directory, safe_serialization=True)
+                return {p.name: p.read_bytes() for p in Path(directory).iterdir() if p.is_file()}
+
+    def export_weight_buckets(self, bucket_bytes: int) -> list[list[tuple[str, Any]]] | None:
+        """Full fine-tuning: (name, tensor) pairs grouped into buckets of about `bucket_bytes`."""
+        from learner.weight_sync import bucket_named_tensors
+
+        with self._gathered():
+            if self.rank != 0:
+                return None
+            named = ((name, p.detach().to("cpu").contiguous()) for name, p in self.engine.module.named_parameters())
+            return bucket_named_tensors(named, bucket_bytes)
+
+    def _gathered(self):
+        import contextlib
+
+        if self.config.learner.deepspeed.zero_stage == 3:
+            import deepspeed
+
+            params = [p for p in self.engine.module.parameters() if p.requires_grad or not self.config.learner.lora.enabled]
+            return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+        return contextlib.nullcontext()
+
+    # ----------------------------------------------------------------- checkpoints
+    def save(self, directory: str) -> None:
+        self.engine.save_state(Path(directory) / "engine", self.rank)
+        files = self.export_policy() if self.config.learner.lora.enabled else None
+        if self.rank == 0 and files:
+            policy = Path(directory) / "policy"
+            policy.mkdir(parents=True, exist_ok=True)
+            for name, payload in files.items():
+                (policy / name).write_bytes(payload)
+            self.processor.save_pretrained(policy)
+
+    def load(self, directory: str) -> None:
+        self.engine.load_state(Path(directory) / "engine")
+
+    def shutdown(self) -> None:
+        import torch.distributed as dist
+
+        self.engine.destroy()
+        if dist.is_initialized():
+            dist.destroy_process_group()

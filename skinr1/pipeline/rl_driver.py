@@ -1,0 +1,249 @@
+"""The GRPO driver: the Ray job's entrypoint loop.
+
+prompts from the sparse set -> rollout actors (vLLM) -> reward actors -> learner group (DeepSpeed)
+-> weight sync -> metrics and checkpoint. Every step is timed (generate, reward, learn, sync, wait)
+and resumable from its checkpoint with the same data order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from learner.grpo_config import GRPOConfig
+from rollout.sampling import RolloutRequest, RolloutResult
+from skinr1.pipeline import rl_checkpoint
+from skinr1.pipeline.rl_batch import Group, completion_tokens, split_constant, stream_indices, train_samples
+
+log = logging.getLogger(__name__)
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised after `rl.stop_after_step`'s checkpoint, to drill the resume path."""
+
+
+class GRPODriver:
+    def __init__(self, rl: GRPOConfig, reward_config, policy_base: str, manifest: str, rl_dir: Path,
+                 seed: int = 0, include_system_prompt: bool = True):
+        from skinr1.data.records import read_jsonl
+        from skinr1.taxonomy import default_taxonomy
+
+        self.rl, self.reward_config, self.policy_base = rl, reward_config, policy_base
+        self.rl_dir, self.seed, self.include_system_prompt = Path(rl_dir), seed, include_system_prompt
+        if rl.mode != reward_config.mode:
+            raise ValueError(f"rl.mode {rl.mode!r} differs from reward.mode {reward_config.mode!r}")
+        self.taxonomy = default_taxonomy()
+        records = read_jsonl(manifest)
+        # Unmapped ground truth is rejected here, when the batch is built, never at scoring time.
+        self.records = [r for r in records if r.node_id is not None and r.node_id in self.taxonomy]
+        self.rejected_records = len(records) - len(self.records)
+        if not self.records:
+            raise ValueError(f"{manifest} has no record with a mapped label")
+        self.distractors: dict[str, list[str]] = {}
+        for r in self.records:
+            self.distractors.setdefault(r.source, []).append(r.node_id)
+        self.step, self.cursor, self.version = 0, 0, 0
+        self.curve: list[float] = []
+
+    # ----------------------------------------------------------------- set-up
+    def start(self) -> None:
+        from learner.group import LearnerGroup
+        from learner.weight_sync import make_sync
+        from rewards.actor import RewardPool
+        from rollout.engine import EngineSettings
+        from rollout.pool import RolloutPool
+        from skinr1.models.loading import load_processor
+
+        rl = self.rl
+        self.tokenizer = load_processor(self.policy_base).tokenizer
+        self.rewards = RewardPool(rl.num_reward_actors, self.reward_config, num_cpus_per_actor=0.5)
+        lora = rl.learner.lora.enabled
+        engine = EngineSettings(
+            max_model_len=rl.rollout.max_model_len,
+            gpu_memory_utilization=rl.rollout.gpu_memory_utilization,
+            enforce_eager=rl.rollout.enforce_eager,
+            tensor_parallel_size=rl.rollout.tensor_parallel_size,
+            enable_lora=lora,
+            max_lora_rank=rl.learner.lora.rank,
+            seed=self.seed,
+        )
+        started = time.perf_counter()
+        self.pool = RolloutPool(self.policy_base, engine, rl.rollout.num_workers, rl.rollout.resources)
+        self.learners = LearnerGroup(self.policy_base, rl, self.seed)
+        self.sync = make_sync(rl.sync_backend, self.learners, self.pool, lora)
+        self.startup_s = time.perf_counter() - started
+        self._resume()
+
+    def _resume(self) -> None:
+        checkpoint = rl_checkpoint.latest_checkpoint(self.rl_dir)
+        if checkpoint is None:
+            return
+        state = rl_checkpoint.read_state(checkpoint)
+        self.learners.load(str(checkpoint))
+        self.step, self.cursor, self.version = state["step"], state["cursor"], state["version"]
+        self.curve = state.get("reward_curve", [])
+        rl_checkpoint.restore_rng_state(state["rng"])
+        self.sync.push(self.version)  # rollout actors serve the checkpoint's policy
+        log.info("resumed from %s at step %d (cursor %d)", checkpoint, self.step, self.cursor)
+
+    # ----------------------------------------------------------------- one step
+    def _next_requests(self, count: int) -> list[RolloutRequest]:
+        from skinr1.prompts.questions import make_question
+
+        requests = []
+        for index in stream_indices(len(self.records), self.seed, self.cursor, count):
+            record = self.records[index]
+            question = make_question(
+                self.tokenizer, record.record_id, record.image, record.node_id, self.rl.mode, self.taxonomy,
+                self.distractors[record.source], include_system_prompt=self.include_system_prompt, seed=self.seed,
+            )
+            metadata = {"label": record.node_id, "options": [o.to_dict() for o in question.options], "record_id": record.record_id}
+            requests.append(RolloutRequest(f"{self.cursor}:{record.record_id}", question.prompt, record.image, metadata))
+            self.cursor += 1
+        return requests
+
+    def _score(self, results: list[RolloutResult]) -> tuple[list[Group], list[dict]]:
+        from rewards.scoring import RewardSample
+        from skinr1.prompts.choice import ChoiceOption
+
+        records, owners = [], []
+        for result in results:
+            options = tuple(ChoiceOption.from_dict(o) for o in result.metadata["options"])
+            sample = RewardSample(result.metadata["label"], self.rl.mode, options)
+            for completion in result.samples:
+                records.append(sample.to_record(completion.text))
+                owners.append(result)
+        scored = self.rewards.score(records)
+        groups, start = [], 0
+        for result in results:
+            n = len(result.samples)
+            rewards = [s["reward"] for s in scored[start : start + n]]
+            groups.append(Group(result.prompt_id, _prompt_of(result), result.metadata.get("image", ""),
+                                [s.token_ids for s in result.samples], [s.logprobs for s in result.samples],
+                                rewards, result.policy_version))
+            start += n
+        return groups, scored
+
+    def run_step(self) -> dict[str, Any]:
+        rl = self.rl
+        timings = {"generate_s": 0.0, "reward_s": 0.0, "learn_s": 0.0, "sync_s": 0.0, "wait_s": 0.0}
+        step_started = time.perf_counter()
+        kept: list[Group] = []
+        dropped = refills = 0
+        all_scored: list[dict] = []
+        wanted = rl.prompts_per_step
+        for round_index in range(rl.loss.max_refill_rounds + 1):
+            requests = self._next_requests(wanted - len(kept))
+            images = {r.prompt_id: r.image for r in requests}
+            prompts = {r.prompt_id: r.prompt for r in requests}
+            tick = time.perf_counter()
+            pending = self.pool.submit(requests, rl.sampling, seed=self.seed * 100003 + self.cursor)
+            if rl.kill_rollout_actor_at_step == self.step + 1 and round_index == 0 and self.pool.size > 1:
+                self.pool.kill_actor(next(iter(pending)))
+            results = self.pool.collect(pending, rl.sampling, seed=self.seed * 100003 + self.cursor)
+            timings["generate_s"] += time.perf_counter() - tick
+            for result in results:
+                result.metadata["image"] = images[result.prompt_id]
+                result.metadata["prompt"] = prompts[result.prompt_id]
+            tick = time.perf_counter()
+            groups, scored = self._score(results)
+            timings["reward_s"] += time.perf_counter() - tick
+            all_scored += scored
+            informative, constant = split_constant(groups, rl.sampling.group_size)
+            if not rl.loss.filter_constant_groups:
+                informative, constant = groups, []
+            kept += informative
+            dropped += len(constant)
+            if len(kept) >= wanted:
+                break
+            refills += 1
+        metrics: dict[str, Any] = {"kept_groups": len(kept), "dropped_groups": dropped, "refill_rounds": min(refills, rl.loss.max_refill_rounds)}
+        if kept:
+            samples = train_samples(kept, rl.sampling.group_size, wanted, rl.loss.advantage_scaling, rl.loss.std_floor)
+            tick = time.perf_counter()
+            metrics.update(self.learners.train_step(samples, max(1, completion_tokens(samples))))
+            timings["learn_s"] = time.perf_counter() - tick
+            self.version += 1
+            tick = time.perf_counter()
+            sync = self.sync.push(self.version)
+            timings["sync_s"] = time.perf_counter() - tick
+            metrics["sync_bytes"] = sync["bytes"]
+        self.step += 1
+        timings["step_s"] = time.perf_counter() - step_started
+        timings["wait_s"] = timings["generate_s"]  # the learner idles while rollouts run (no overlap)
+        metrics.update(timings)
+        metrics.update(_reward_summary(all_scored, self.taxonomy))
+        metrics.update({"policy_version": self.version, "cursor": self.cursor, "pool_size": self.pool.size,
+                        "prompts": [g.prompt_id for g in kept]})
+        self.curve.append(metrics["reward_mean"])
+        return metrics
+
+    # ----------------------------------------------------------------- loop
+    def run(self, logger=None, progress: bool = True) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        bar = tqdm(total=self.rl.steps, initial=self.step, desc="grpo", unit="step", disable=not progress)
+        last: dict[str, Any] = {}
+        while self.step < self.rl.steps:
+            last = self.run_step()
+            if logger is not None:
+                logger.log(self.step, last)
+            bar.update(1)
+            bar.set_postfix(reward=f"{last['reward_mean']:.3f}")
+            if self.step % self.rl.checkpoint_every == 0 or self.step == self.rl.steps:
+                self.save_checkpoint()
+                if self.rl.stop_after_step is not None and self.step >= self.rl.stop_after_step and self.step < self.rl.steps:
+                    raise SimulatedCrash(f"stopped after step {self.step} as configured")
+        bar.close()
+        return last
+
+    def save_checkpoint(self) -> Path:
+        staging = rl_checkpoint.staging_directory(self.rl_dir, self.step)
+        self.learners.save(str(staging))
+        state = {"step": self.step, "cursor": self.cursor, "version": self.version, "seed": self.seed,
+                 "rng": rl_checkpoint.rng_state(), "reward_curve": self.curve, "policy_base": self.policy_base}
+        return rl_checkpoint.commit_checkpoint(staging, self.rl_dir, self.step, state, self.rl.keep_checkpoints)
+
+    def shutdown(self) -> None:
+        for part in ("pool", "learners", "rewards"):
+            component = getattr(self, part, None)
+            if component is not None:
+                try:
+                    component.shutdown()
+                except Exception as error:  # keep shutting the rest down
+                    log.warning("shutting down %s: %s", part, error)
+
+
+def _prompt_of(result: RolloutResult) -> str:
+    return result.metadata["prompt"]
+
+
+def _reward_summary(scored: list[dict], taxonomy) -> dict[str, float]:
+    import statistics
+
+    rewards = [s["reward"] for s in scored]
+    summary = {"reward_mean": statistics.fmean(rewards) if rewards else 0.0,
+               "reward_std": statistics.pstdev(rewards) if len(rewards) > 1 else 0.0, "samples": len(rewards)}
+    components: dict[str, list[float]] = {}
+    for s in scored:
+        for name, value in s.get("components", {}).items():
+            components.setdefault(name, []).append(value)
+    summary.update({f"reward_{name}": statistics.fmean(values) for name, values in components.items()})
+    return summary
+
+
+def write_final_policy(checkpoint: Path, rl_dir: Path) -> Path:
+    """Copy the last checkpoint's policy to `<rl_dir>/final` atomically."""
+    import shutil
+
+    from skinr1.atomic import atomic_directory
+
+    final = rl_dir / "final"
+    with atomic_directory(final) as staging:
+        shutil.copytree(checkpoint / "policy", staging, dirs_exist_ok=True)
+        state = rl_checkpoint.read_state(checkpoint)
+        (staging / "skinr1_policy.json").write_text(json.dumps({"rl_steps": state["step"], "base_model": state["policy_base"]}, indent=2))
+    return final
