@@ -24,6 +24,10 @@ from learner.policy_batch import TrainSample, encode_batch, token_logprobs
 def init_process_group(rank: int, world: int, address: str, port: int, use_gpu: bool) -> None:
     import torch.distributed as dist
 
+    # DeepSpeed reads the launcher's variables; Ray gives each rank its own process (and, on GPUs,
+    # one visible device), so the local rank is always 0.
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": "0",
+                       "MASTER_ADDR": address, "MASTER_PORT": str(port)})
     if not dist.is_initialized():
         backend = "nccl" if use_gpu else "gloo"
         dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=rank, world_size=world)

@@ -99,6 +99,8 @@ class TrainingEngine:
 
     @property
     def learning_rate(self) -> float:
+        if self.strategy == "deepspeed":
+            return float(self.engine.get_lr()[0])
         return float(self.optimizer.param_groups[0]["lr"])
 
     def save_state(self, directory: str | Path, rank: int) -> None:

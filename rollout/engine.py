@@ -87,6 +87,9 @@ def engine_kwargs(model: str, settings: EngineSettings) -> dict[str, Any]:
         kwargs["mm_processor_kwargs"] = processor_kwargs
     if settings.enable_lora:
         kwargs.update(enable_lora=True, max_lora_rank=settings.max_lora_rank, max_loras=settings.max_loras)
+        # Adapters also cover the vision merger (the paper's target modules). Without this flag vLLM
+        # silently skips those weights and serves image features the policy was never trained on.
+        kwargs["enable_tower_connector_lora"] = True
     if settings.worker_extension_cls:
         kwargs["worker_extension_cls"] = settings.worker_extension_cls
     return kwargs

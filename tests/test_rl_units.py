@@ -1,0 +1,80 @@
+"""Pure parts of the GRPO driver: prompt stream, group filtering, padding, bucketing, checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from learner.weight_sync import bucket_named_tensors
+from rollout.pool import split_evenly
+from skinr1.pipeline import rl_checkpoint
+from skinr1.pipeline.rl_batch import Group, completion_tokens, split_constant, stream_indices, train_samples
+
+
+def group(name, rewards, length=3):
+    return Group(name, f"prompt {name}", f"{name}.png", [[7] * length for _ in rewards], [[-0.5] * length for _ in rewards], rewards, 0)
+
+
+def test_stream_is_deterministic_and_covers_each_epoch():
+    first = stream_indices(10, seed=1, cursor=0, count=10)
+    assert sorted(first) == list(range(10))
+    assert stream_indices(10, 1, 0, 25) == first + stream_indices(10, 1, 10, 15)
+    assert stream_indices(10, 1, 4, 3) == first[4:7]  # resume from a cursor: same data
+    with pytest.raises(ValueError):
+        stream_indices(0, 1, 0, 1)
+
+
+def test_constant_groups_are_split_off():
+    kept, dropped = split_constant([group("a", [1.0, 0.0]), group("b", [2.0, 2.0]), group("c", [0.0, 0.5])], 2)
+    assert [g.prompt_id for g in kept] == ["a", "c"] and [g.prompt_id for g in dropped] == ["b"]
+
+
+def test_train_samples_carry_advantages_and_pad_with_zero_weight():
+    samples = train_samples([group("a", [2.0, 0.0], length=4)], group_size=2, target_groups=3, scaling="std", std_floor=0.01)
+    assert len(samples) == 6
+    assert [s.advantage for s in samples[:2]] == pytest.approx([1.0, -1.0])
+    assert all(s.weight == 0.0 and s.advantage == 0.0 for s in samples[2:])
+    assert completion_tokens(samples) == 8  # padding contributes no tokens
+    with pytest.raises(ValueError):
+        train_samples([], 2, 1, "std", 0.01)
+
+
+def test_split_evenly_balances_prompts():
+    chunks = split_evenly(list(range(7)), 3)
+    assert [len(c) for c in chunks] == [3, 2, 2] and sum(chunks, []) == list(range(7))
+    assert split_evenly([1], 4) == [[1]]
+
+
+def test_buckets_keep_order_and_size():
+    named = [(f"w{i}", torch.zeros(256)) for i in range(10)]  # 1 KiB each
+    buckets = bucket_named_tensors(named, bucket_bytes=3 * 1024)
+    assert [len(b) for b in buckets] == [3, 3, 3, 1]
+    assert [n for b in buckets for n, _ in b] == [n for n, _ in named]
+    big = bucket_named_tensors([("big", torch.zeros(4096)), ("small", torch.zeros(1))], bucket_bytes=1024)
+    assert [[n for n, _ in b] for b in big] == [["big"], ["small"]]
+    with pytest.raises(ValueError):
+        bucket_named_tensors(named, 0)
+
+
+def test_checkpoints_are_atomic_and_pruned(tmp_path):
+    for step in (1, 2, 3):
+        staging = rl_checkpoint.staging_directory(tmp_path, step)
+        (staging / "policy").mkdir()
+        rl_checkpoint.commit_checkpoint(staging, tmp_path, step, {"step": step}, keep=2)
+    names = [p.name for p in rl_checkpoint.list_checkpoints(tmp_path)]
+    assert names == ["step-000002", "step-000003"]
+    # A staging directory left by a crash is never taken for a checkpoint.
+    rl_checkpoint.staging_directory(tmp_path, 4)
+    assert rl_checkpoint.latest_checkpoint(tmp_path).name == "step-000003"
+    assert json.loads((tmp_path / "checkpoints" / "step-000003" / "driver_state.json").read_text())["step"] == 3
+
+
+def test_rng_state_round_trips():
+    import random
+
+    state = rl_checkpoint.rng_state()
+    expected = (random.random(), torch.rand(1).item())
+    rl_checkpoint.restore_rng_state(json.loads(json.dumps(state)))
+    assert (random.random(), torch.rand(1).item()) == expected
