@@ -119,8 +119,8 @@ class GRPOConfig:
     """Images per step; the batch is prompts_per_step x group_size samples (paper: 16 x 4... see batch)."""
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     """Sampling of the G completions per image."""
-    mode: str = "open"
-    """Question mode during RL (must match reward.mode)."""
+    mode: str = "choice"
+    """Question mode during RL, "choice" (the paper) or "open"; must match reward.mode."""
     loss: LossConfig = field(default_factory=LossConfig)
     """The GRPO objective."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)

@@ -23,6 +23,7 @@ def ray_local():
     """One loopback Ray node for the whole session (starting Ray costs seconds and ~0.5 GB)."""
     from skinr1.cluster import init_ray, shutdown_ray
 
-    init_ray(num_cpus=4)
+    # Logical CPUs: room for 2 rollout actors, 2 learner ranks and a reward actor on a 2-core machine.
+    init_ray(num_cpus=8)
     yield
     shutdown_ray()

@@ -59,3 +59,32 @@ def test_missing_file(tmp_path):
 
 def test_field_docs_are_read_from_source():
     assert field_docs(_Inner) == {"lr": "Learning rate.", "steps": "Optimizer steps."}
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml"])
+def test_shipped_run_configs_load(name):
+    from pathlib import Path
+
+    from skinr1.config.schema import load_run_config
+
+    config = load_run_config(Path(__file__).resolve().parents[1] / "skinr1" / "configs" / name)
+    assert config.rl.mode == config.reward.mode
+    assert config.rl.grad_accum_steps >= 1
+
+
+def test_run_config_cross_checks():
+    from skinr1.config.schema import load_run_config
+
+    with pytest.raises(ConfigError, match="must agree"):
+        load_run_config(None, ["rl.mode=choice", "reward.mode=open"])
+    with pytest.raises(ConfigError, match="divide evenly"):
+        load_run_config(None, ["rl.prompts_per_step=3", "rl.sampling.group_size=1"])
+    with pytest.raises(ConfigError, match="temperature"):
+        load_run_config(None, ["rl.sampling.temperature=0"])
+
+
+def test_default_run_config_is_consistent():
+    from skinr1.config.schema import SkinR1Config
+
+    config = SkinR1Config()
+    assert config.rl.mode == config.reward.mode == "choice"

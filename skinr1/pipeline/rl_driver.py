@@ -176,8 +176,9 @@ class GRPODriver:
         timings["wait_s"] = timings["generate_s"]  # the learner idles while rollouts run (no overlap)
         metrics.update(timings)
         metrics.update(_reward_summary(all_scored, self.taxonomy))
+        events, self.pool.events = self.pool.events, []
         metrics.update({"policy_version": self.version, "cursor": self.cursor, "pool_size": self.pool.size,
-                        "prompts": [g.prompt_id for g in kept]})
+                        "prompts": [g.prompt_id for g in kept], "pool_events": events})
         self.curve.append(metrics["reward_mean"])
         return metrics
 
