@@ -50,7 +50,10 @@ def init_ray(
     if address:
         context = ray.init(address=address, runtime_env=merged_env, log_to_driver=log_to_driver)
     else:
+        # "local" always starts a new node: a stale /tmp/ray/ray_current_cluster left by another
+        # cluster must not turn a laptop run into an attempt to join something else.
         context = ray.init(
+            address="local",
             num_cpus=num_cpus,
             resources=resources,
             include_dashboard=False,

@@ -90,20 +90,35 @@ def _wait_for_job_server(address: str, head: subprocess.Popen):
             time.sleep(2)
 
 
+def _submit(client, command: str) -> str:
+    deadline = time.time() + 120
+    while True:
+        try:
+            return client.submit_job(entrypoint=command, runtime_env={"env_vars": {"SKINR1_NO_PROGRESS": "1"}})
+        except RuntimeError as error:  # the job agent comes up a few seconds after the head
+            if "No available agent" not in str(error) or time.time() > deadline:
+                raise
+            time.sleep(3)
+
+
 def test_rl_under_ray_job_submit(prepared_run, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     # --block keeps `ray start` in the foreground: killing its session stops exactly this cluster
     # (`ray stop` would also stop the test session's own local cluster).
+    from learner.group import free_port
+
+    # Fixed default agent ports would collide with the test session's own local cluster.
     head = subprocess.Popen(
         [_ray(), "start", "--head", "--port=0", "--num-cpus=8", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", "--dashboard-port=8299", "--disable-usage-stats", "--block"],
+         "--dashboard-host=127.0.0.1", "--dashboard-port=8299", "--disable-usage-stats", "--block",
+         f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"],
         env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
         client = _wait_for_job_server("http://127.0.0.1:8299", head)
         command = " ".join([_skinr1(), "rl", "--config", CONFIG, f"run_dir={prepared_run}", *OVERRIDES])
-        job = client.submit_job(entrypoint=command, runtime_env={"env_vars": {"SKINR1_NO_PROGRESS": "1"}})
+        job = _submit(client, command)
         deadline = time.time() + 800
         status = client.get_job_status(job)
         while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED} and time.time() < deadline:
