@@ -88,3 +88,14 @@ def test_default_run_config_is_consistent():
 
     config = SkinR1Config()
     assert config.rl.mode == config.reward.mode == "choice"
+
+
+def test_cli_accepts_overrides_around_flags():
+    from skinr1.cli import build_parser, main, parse_arguments
+
+    args = parse_arguments(build_parser(), ["rl", "--config", "x.yaml", "run_dir=/tmp/a", "--fresh", "rl.steps=2"])
+    assert args.overrides == ["run_dir=/tmp/a", "rl.steps=2"] and args.fresh
+    with pytest.raises(SystemExit):
+        main(["taxonomy", "show", "--bogus"])
+    with pytest.raises(SystemExit):
+        main(["rl", "--config", "x.yaml", "--bogus"])

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "skinr1.cli.reward_cmd",
     "skinr1.cli.trajectories_cmd",
     "skinr1.cli.sft_cmd",
+    "skinr1.cli.pipeline_cmd",
     "skinr1.cli.rl_cmd",
     "skinr1.cli.merge_cmd",
     "skinr1.cli.eval_cmd",
@@ -43,9 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting key=value overrides stand before or after flags (`rl --fresh a=1 b=2`),
+    which argparse's single positional list does not allow on its own."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if hasattr(args, "overrides") and all("=" in item and not item.startswith("-") for item in unknown):
+            args.overrides = list(args.overrides or []) + unknown
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

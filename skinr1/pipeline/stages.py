@@ -147,3 +147,23 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
               "result": {"final": str(final), "steps": driver.step, "startup_s": driver.startup_s}}
     write_text_atomic(rl_dir / MARKER, json.dumps(record, indent=2, default=str))
     return final
+
+
+def eval_stage(config: SkinR1Config, checkpoints: dict[str, str], data_dir: Path, fresh: bool = False) -> dict:
+    """Evaluate checkpoints side by side on the held-out manifests; returns the report dict."""
+    from skinr1.eval.report import write_report
+    from skinr1.eval.runner import EvalSettings, evaluate_checkpoints
+
+    directory = config.run_path / "eval"
+    settings = EvalSettings(mode=config.reward.mode, max_tokens=config.rl.sampling.max_tokens,
+                            include_system_prompt=config.trajectories.include_system_prompt, seed=config.seed)
+    manifests = [str(data_dir / name) for name in config.data.test]
+    marker = {"settings": settings, "checkpoints": checkpoints, "manifests": manifests}
+
+    def work() -> dict:
+        report = evaluate_checkpoints(checkpoints, manifests, settings)
+        write_report(report, directory)
+        return {"report": str(directory / "report.json")}
+
+    run_stage("eval", directory, marker, work, fresh)
+    return json.loads((directory / "report.json").read_text())
