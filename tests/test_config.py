@@ -99,3 +99,10 @@ def test_cli_accepts_overrides_around_flags():
         main(["taxonomy", "show", "--bogus"])
     with pytest.raises(SystemExit):
         main(["rl", "--config", "x.yaml", "--bogus"])
+
+
+def test_full_finetuning_rl_is_refused_clearly():
+    from skinr1.config.schema import load_run_config
+
+    with pytest.raises(ConfigError, match="full fine-tuning"):
+        load_run_config(None, ["rl.learner.lora.enabled=false"])

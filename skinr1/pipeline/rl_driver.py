@@ -69,6 +69,7 @@ class GRPODriver:
             enable_lora=lora,
             max_lora_rank=rl.learner.lora.rank,
             seed=self.seed,
+            worker_extension_cls=None if lora else "rollout.weight_update.WeightUpdateExtension",
         )
         started = time.perf_counter()
         self.pool = RolloutPool(self.policy_base, engine, rl.rollout.num_workers, rl.rollout.resources)

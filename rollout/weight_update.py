@@ -1,0 +1,55 @@
+"""Full-weight updates of a running vLLM engine (full fine-tuning), bucket by bucket.
+
+`WeightUpdateExtension` is installed into vLLM's workers (`worker_extension_cls`); each call hands
+one bucket of (name, tensor) pairs to the worker's `reload_weights`, vLLM's public in-place reload.
+(Calling `load_weights` after start-up, or naming the method `update_weights`, which collides with
+vLLM's own, does not work.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+EXTENSION = "rollout.weight_update.WeightUpdateExtension"
+
+
+def encode_bucket(bucket: list[tuple[str, Any]]) -> list[tuple[str, str, list[int], bytes]]:
+    """(name, dtype, shape, raw bytes): vLLM's RPC serializer turns bare tensors into lists."""
+    import torch
+
+    encoded = []
+    for name, tensor in bucket:
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        encoded.append((name, str(flat.dtype).removeprefix("torch."), list(tensor.shape), flat.view(torch.uint8).numpy().tobytes()))
+    return encoded
+
+
+def decode_bucket(encoded: list[tuple[str, str, list[int], bytes]]) -> list[tuple[str, Any]]:
+    import torch
+
+    return [
+        (name, torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(getattr(torch, dtype)).reshape(shape))
+        for name, dtype, shape, raw in encoded
+    ]
+
+
+class WeightUpdateExtension:
+    """Mixed into vLLM's worker class; `self` is the worker."""
+
+    def skinr1_reload_bucket(self, encoded: list[tuple[str, str, list[int], bytes]]) -> int:
+        self.reload_weights(weights_iterator=iter(decode_bucket(encoded)))
+        return len(encoded)
+
+
+def apply_weight_buckets(llm, buckets: list[list[tuple[str, Any]]]) -> int:
+    """Push every bucket to every worker of `llm` (one RPC per bucket); returns tensors loaded."""
+    total = 0
+    for bucket in buckets:
+        counts = llm.collective_rpc("skinr1_reload_bucket", args=(encode_bucket(bucket),))
+        total += counts[0]
+    # Caches computed with the old weights: KV blocks, and image encodings (the workers dropped
+    # theirs in reload_weights; the front end must forget them too or it reports a cache miss).
+    llm.reset_prefix_cache()
+    llm.llm_engine.reset_encoder_cache()  # the scheduler's bookkeeping and the workers' storage
+    llm.reset_mm_cache()
+    return total
