@@ -131,8 +131,6 @@ class GRPOConfig:
     """Reward actors sharing the scoring."""
     sync_backend: str = "object_store"
     """Weight-sync backend (object_store: adapter files or weight buckets through Ray's object store)."""
-    overlap: bool = False
-    """Generate step t+1 with the current weights while step t trains (one-step off-policy)."""
     checkpoint_every: int = 10
     """Checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2
