@@ -8,8 +8,6 @@ Full fine-tuning keeps a frozen copy of the starting policy as the reference.
 from __future__ import annotations
 
 import copy
-import io
-import json
 import os
 import tempfile
 import time

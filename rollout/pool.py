@@ -109,8 +109,6 @@ class RolloutPool:
 
     def resize(self, target: int) -> dict[str, int]:
         """Grow or shrink to `target` actors (between steps). New actors start in parallel."""
-        import ray
-
         if target < 1:
             raise ValueError(f"the rollout pool needs at least one actor, asked for {target}")
         added = removed = 0

@@ -21,8 +21,9 @@ from skinr1.prompts import (
     resolve_answer,
     system_prompt,
 )
-from skinr1.taxonomy import DEFAULT_LABEL_MAPS_PATH, DEFAULT_TAXONOMY_PATH, LabelResolver, Node, Taxonomy
 from reward_helpers import good, tiny_resolver
+
+from skinr1.taxonomy import LabelResolver, Taxonomy
 
 
 

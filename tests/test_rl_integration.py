@@ -7,7 +7,6 @@ driver process that loses a rollout actor mid-step and is then SIGKILLed and res
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from skinr1.pipeline.rl_batch import stream_indices
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -102,7 +100,7 @@ def _submit(client, command: str) -> str:
 
 
 def test_rl_under_ray_job_submit(prepared_run, tmp_path):
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus
 
     # --block keeps `ray start` in the foreground: killing its session stops exactly this cluster
     # (`ray stop` would also stop the test session's own local cluster).
