@@ -12,6 +12,8 @@ from typing import Any
 
 LOOPBACK = "127.0.0.1"
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# vLLM's engine picks the machine's address for its internal message queues unless told otherwise.
+LOCAL_NODE_ENV = {**LOOPBACK_ENV, "VLLM_HOST_IP": LOOPBACK}
 
 
 def loopback_environment() -> dict[str, str]:
@@ -43,7 +45,9 @@ def init_ray(
     if ray.is_initialized():
         return {"address": ray.get_runtime_context().gcs_address, "reused": True}
     address = address or os.environ.get("RAY_ADDRESS") or None
-    env_vars = dict(LOOPBACK_ENV)
+    env_vars = dict(LOOPBACK_ENV if address else LOCAL_NODE_ENV)
+    if not address:
+        os.environ.setdefault("VLLM_HOST_IP", LOOPBACK)
     if runtime_env and runtime_env.get("env_vars"):
         env_vars.update(runtime_env["env_vars"])
     merged_env = {**(runtime_env or {}), "env_vars": env_vars}
