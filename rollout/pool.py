@@ -91,7 +91,7 @@ class RolloutPool:
         options: dict[str, Any] = {"num_cpus": self.resources.num_cpus, "num_gpus": self.resources.num_gpus}
         if self.resources.custom:
             options["resources"] = dict(self.resources.custom)
-        actor = ray.remote(RolloutWorker).options(name=None, **options).remote(
+        actor = ray.remote(RolloutWorker).options(**options).remote(
             name, self.model, self.engine, self.initial_adapter
         )
         return name, actor

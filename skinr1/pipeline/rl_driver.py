@@ -110,13 +110,11 @@ class GRPODriver:
         from rewards.scoring import RewardSample
         from skinr1.prompts.choice import ChoiceOption
 
-        records, owners = [], []
+        records = []
         for result in results:
             options = tuple(ChoiceOption.from_dict(o) for o in result.metadata["options"])
             sample = RewardSample(result.metadata["label"], self.rl.mode, options)
-            for completion in result.samples:
-                records.append(sample.to_record(completion.text))
-                owners.append(result)
+            records.extend(sample.to_record(completion.text) for completion in result.samples)
         scored = self.rewards.score(records)
         groups, start = [], 0
         for result in results:
