@@ -125,28 +125,22 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
 
     rl_dir = config.rl_dir
     marker = {"rl": config.rl, "reward": config.reward, "sft": str(sft_policy), "data": str(data_dir)}
-    if not fresh and finished_stage(rl_dir, marker):
-        print(f"[rl] reusing the finished stage in {rl_dir}")
-        return rl_dir / "final"
-    if fresh and rl_dir.exists():
-        shutil.rmtree(rl_dir)
-    policy_base = rl_policy_base(config, base_model, sft_policy)
-    driver = GRPODriver(config.rl, config.reward, policy_base, str(data_dir / config.data.sparse), rl_dir,
-                        seed=config.seed, include_system_prompt=config.trajectories.include_system_prompt)
-    started = time.perf_counter()
-    try:
-        driver.start()
-        with MetricsLogger(rl_dir / "metrics.jsonl", rl_dir / "tensorboard") as logger:
-            driver.run(logger)
-    finally:
-        driver.shutdown()
-    final = write_final_policy(latest_checkpoint(rl_dir), rl_dir)
-    from skinr1.data.records import write_text_atomic
 
-    record = {"stage": "rl", "fingerprint": _fingerprint(marker), "seconds": time.perf_counter() - started,
-              "result": {"final": str(final), "steps": driver.step, "startup_s": driver.startup_s}}
-    write_text_atomic(rl_dir / MARKER, json.dumps(record, indent=2, default=str))
-    return final
+    def work() -> dict:
+        policy_base = rl_policy_base(config, base_model, sft_policy)
+        driver = GRPODriver(config.rl, config.reward, policy_base, str(data_dir / config.data.sparse), rl_dir,
+                            seed=config.seed, include_system_prompt=config.trajectories.include_system_prompt)
+        try:
+            driver.start()
+            with MetricsLogger(rl_dir / "metrics.jsonl", rl_dir / "tensorboard") as logger:
+                driver.run(logger)
+        finally:
+            driver.shutdown()
+        final = write_final_policy(latest_checkpoint(rl_dir), rl_dir)
+        return {"final": str(final), "steps": driver.step, "startup_s": driver.startup_s}
+
+    # An unfinished run has no marker, so run_stage calls `work`, whose driver resumes from the last checkpoint.
+    return Path(run_stage("rl", rl_dir, marker, work, fresh)["final"])
 
 
 def eval_stage(config: SkinR1Config, checkpoints: dict[str, str], data_dir: Path, fresh: bool = False) -> dict:
