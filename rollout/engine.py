@@ -95,13 +95,18 @@ def engine_kwargs(model: str, settings: EngineSettings) -> dict[str, Any]:
     return kwargs
 
 
-def build_llm(model: str, settings: EngineSettings | None = None):
-    """Start a `vllm.LLM` for `model` (a local checkpoint directory or hub id)."""
-    settings = settings or EngineSettings()
+def prepare_engine_process(settings: EngineSettings) -> None:
+    """What every process must do before it imports vLLM to build an engine."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gib))
     from skinr1.versions import check_versions
 
     check_versions(need_vllm=True)
+
+
+def build_llm(model: str, settings: EngineSettings | None = None):
+    """Start a `vllm.LLM` for `model` (a local checkpoint directory or hub id)."""
+    settings = settings or EngineSettings()
+    prepare_engine_process(settings)
     from vllm import LLM
 
     return LLM(**engine_kwargs(model, settings))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,11 @@ SUPPORTED_MODES = frozenset(
 )
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview]
+
+# `warnings.catch_warnings` swaps the process-wide filter list and restores it on exit; two threads
+# decoding at once (a server decoding uploads in a thread pool) could restore each other's filters
+# and leave the "error" filter on, or lose it. Decoding under this lock keeps the swap atomic.
+_WARNINGS_LOCK = threading.Lock()
 
 
 class ImageError(ValueError):
@@ -93,7 +99,7 @@ def decode_image(
     """
     handle, label = _read_source(source, max_bytes)
     # Pillow signals over-large images with a warning first; make it an error here (only here).
-    with warnings.catch_warnings():
+    with _WARNINGS_LOCK, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(handle)

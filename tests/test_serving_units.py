@@ -1,0 +1,395 @@
+"""Serving without a server: request validation, status codes, response schemas, config, checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from skinr1.prompts import DEFAULT_FORMAT, ChoiceOption
+from skinr1.serving.config import ServeConfig, check_exposure, is_loopback, resolve_token
+from skinr1.serving.openai_compat import chat_completion_body, models_body, parse_chat_request
+from skinr1.serving.requests import (
+    ImageLimits,
+    RequestError,
+    body_kind,
+    check_bearer,
+    check_content_length,
+    decode_base64_image,
+    decode_upload,
+    diagnose_from_form,
+    diagnose_from_json,
+    form_options,
+    parse_json_object,
+    token_digest,
+)
+from skinr1.serving.responses import DIAGNOSIS_KEYS, diagnosis_response, error_body
+from skinr1.taxonomy import default_resolver
+
+
+def png_bytes(size=(40, 30), colour=(180, 90, 70)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def status_of(call, *args, **kwargs) -> int:
+    with pytest.raises(RequestError) as info:
+        call(*args, **kwargs)
+    assert info.value.message  # every rejection says why
+    return info.value.status
+
+
+JSON_LIMITS = dict(max_image_bytes=10_000, default_mode="open", max_options=4, max_tokens_limit=64)
+
+
+# --------------------------------------------------------------------------- headers and auth
+def test_content_types():
+    assert body_kind("application/json") == "application/json"
+    assert body_kind("Application/JSON; charset=utf-8") == "application/json"
+    assert body_kind("multipart/form-data; boundary=xyz") == "multipart/form-data"
+    assert status_of(body_kind, "text/plain") == 415
+    assert status_of(body_kind, None) == 415
+    assert status_of(body_kind, "multipart/form-data", accepted=("application/json",)) == 415
+
+
+def test_content_length():
+    check_content_length(None, 10)
+    check_content_length("10", 10)
+    assert status_of(check_content_length, "11", 10) == 413
+    assert status_of(check_content_length, "ten", 10) == 400
+
+
+def test_bearer_token():
+    digest = token_digest("s3cret")
+    check_bearer(None, None)  # no token configured: open
+    check_bearer("Bearer s3cret", digest)
+    check_bearer("bearer   s3cret ", digest)
+    assert status_of(check_bearer, None, digest) == 401
+    assert status_of(check_bearer, "Bearer", digest) == 401
+    assert status_of(check_bearer, "Basic s3cret", digest) == 401
+    assert status_of(check_bearer, "Bearer wrong", digest) == 401
+    assert "s3cret" not in digest
+
+
+# --------------------------------------------------------------------------- JSON bodies
+def test_json_body_must_be_an_object():
+    assert parse_json_object(b'{"a": 1}') == {"a": 1}
+    assert status_of(parse_json_object, b"{not json") == 422
+    assert status_of(parse_json_object, b"[1, 2]") == 422
+    assert status_of(parse_json_object, b"\xff\xfe") == 422
+
+
+def test_base64_images():
+    data = png_bytes()
+    encoded = base64.b64encode(data).decode()
+    assert decode_base64_image(encoded, 10_000) == data
+    assert decode_base64_image(f"data:image/png;base64,{encoded}", 10_000) == data
+    assert decode_base64_image(f"data:;base64,{encoded}", 10_000) == data
+    assert decode_base64_image(encoded[:40] + "\n" + encoded[40:], 10_000) == data  # wrapped lines
+    assert status_of(decode_base64_image, f"data:text/plain;base64,{encoded}", 10_000) == 415
+    assert status_of(decode_base64_image, "data:image/png,rawbytes", 10_000) == 422
+    assert status_of(decode_base64_image, "not base64 at all!", 10_000) == 422
+    assert status_of(decode_base64_image, "", 10_000) == 422
+    assert status_of(decode_base64_image, 123, 10_000) == 422
+    assert status_of(decode_base64_image, encoded, len(data) - 1) == 413
+    assert status_of(decode_base64_image, "A" * 40_000, 10_000) == 413  # rejected before decoding
+
+
+def test_diagnose_json_fields():
+    image = base64.b64encode(png_bytes()).decode()
+    parsed = diagnose_from_json({"image": image}, **JSON_LIMITS)
+    assert parsed.mode == "open" and parsed.options == () and parsed.max_tokens is None
+    parsed = diagnose_from_json({"image": image, "mode": "choice", "options": ["melanoma", " psoriasis "],
+                                 "max_tokens": 32}, **JSON_LIMITS)
+    assert parsed.options == ("melanoma", "psoriasis") and parsed.max_tokens == 32
+    assert status_of(diagnose_from_json, {}, **JSON_LIMITS) == 422
+    assert status_of(diagnose_from_json, {"image": image, "extra": 1}, **JSON_LIMITS) == 422
+    assert status_of(diagnose_from_json, {"image": image, "mode": "guess"}, **JSON_LIMITS) == 422
+    assert status_of(diagnose_from_json, {"image": image, "mode": "choice"}, **JSON_LIMITS) == 422
+    assert status_of(diagnose_from_json, {"image": image, "mode": "choice", "options": "melanoma"}, **JSON_LIMITS) == 422
+    assert status_of(diagnose_from_json, {"image": image, "mode": "choice", "options": ["a"] * 5}, **JSON_LIMITS) == 422
+    assert status_of(diagnose_from_json, {"image": image, "options": ["melanoma", "psoriasis"]}, **JSON_LIMITS) == 422
+    for bad in (0, 65, "8", True, 2.5):
+        assert status_of(diagnose_from_json, {"image": image, "max_tokens": bad}, **JSON_LIMITS) == 422
+
+
+# --------------------------------------------------------------------------- multipart
+def test_diagnose_form_fields():
+    data = png_bytes()
+    parsed = diagnose_from_form({}, ("image/png", data), **JSON_LIMITS)
+    assert parsed.image == data and parsed.mode == "open"
+    parsed = diagnose_from_form({"mode": ["choice"], "options": ["melanoma", "psoriasis"], "max_tokens": ["8"]},
+                                ("application/octet-stream", data), **JSON_LIMITS)
+    assert parsed.options == ("melanoma", "psoriasis") and parsed.max_tokens == 8
+    parsed = diagnose_from_form({"mode": ["choice"], "options": ['["melanoma", "psoriasis"]']}, ("", data), **JSON_LIMITS)
+    assert parsed.options == ("melanoma", "psoriasis")
+    assert status_of(diagnose_from_form, {}, None, **JSON_LIMITS) == 422
+    assert status_of(diagnose_from_form, {}, ("text/plain", data), **JSON_LIMITS) == 415
+    assert status_of(diagnose_from_form, {}, ("image/png", b"x" * 10_001), **JSON_LIMITS) == 413
+    assert status_of(diagnose_from_form, {"colour": ["red"]}, ("image/png", data), **JSON_LIMITS) == 422
+    assert status_of(diagnose_from_form, {"mode": ["open", "choice"]}, ("image/png", data), **JSON_LIMITS) == 422
+    assert status_of(diagnose_from_form, {"max_tokens": ["many"]}, ("image/png", data), **JSON_LIMITS) == 422
+    assert status_of(form_options, ["[broken"]) == 422
+    assert form_options(["a", "b"]) == ["a", "b"]
+
+
+# --------------------------------------------------------------------------- images
+def test_uploads_go_through_the_project_validator():
+    limits = ImageLimits(max_bytes=100_000, max_pixels=1_000_000)
+    image = decode_upload(png_bytes(colour=(0, 0, 0)), limits)
+    assert image.mode == "RGB" and image.size == (40, 30)
+    rgba = io.BytesIO()
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(rgba, format="PNG")
+    assert decode_upload(rgba.getvalue(), limits).getpixel((0, 0)) == (255, 255, 255)  # transparency on white
+    resized = decode_upload(png_bytes(size=(300, 200)), ImageLimits(100_000, 1_000_000, None, 56 * 56))
+    assert resized.width % 28 == 0 and resized.height % 28 == 0 and resized.width * resized.height <= 56 * 56
+
+    png = png_bytes(size=(64, 64))
+    assert status_of(decode_upload, png[: len(png) // 2], limits) == 400  # truncated
+    assert status_of(decode_upload, b"just some text, not an image", limits) == 400
+    assert status_of(decode_upload, b"", limits) == 400
+    assert status_of(decode_upload, png, ImageLimits(max_bytes=len(png) - 1, max_pixels=1_000_000)) == 413
+    assert status_of(decode_upload, png_bytes(size=(100, 100)), ImageLimits(100_000, max_pixels=9_999)) == 413
+
+
+# --------------------------------------------------------------------------- responses
+def _differentials(node_id):
+    from skinr1.trajectories.ddx import ddx_neighbours
+
+    return ddx_neighbours(node_id, default_resolver().taxonomy, {})[0]
+
+
+def _diagnose(text, mode="open", options=()):
+    return diagnosis_response(text, mode=mode, options=list(options), taxonomy=default_resolver().taxonomy,
+                              differentials_of=_differentials, model="tiny", policy_version=7, finish_reason="stop")
+
+
+def test_well_formed_completion_gives_the_taxonomy_answer():
+    taxonomy = default_resolver().taxonomy
+    body = _diagnose(DEFAULT_FORMAT.render("Pearly papule with arborising vessels.", "basal cell carcinoma", "malignant"))
+    assert set(DIAGNOSIS_KEYS) <= set(body)
+    assert body["node_id"] == "basal_cell_carcinoma" and body["diagnosis"] == "basal cell carcinoma"
+    assert body["path"] == taxonomy.path_names("basal_cell_carcinoma") and body["path"][-1] == "basal cell carcinoma"
+    assert body["malignancy"] == "malignant" and body["stated_malignancy"] == "malignant"
+    assert body["differentials"] and "basal cell carcinoma" not in body["differentials"]
+    assert body["reasoning"] == "Pearly papule with arborising vessels."
+    assert body["model"] == "tiny" and body["policy_version"] == 7 and body["format_ok"] is True
+    json.dumps(body)  # serialisable as is
+
+
+def test_unparseable_completion_gives_null_diagnosis_and_the_raw_text():
+    for text in ("eti evenlydys8 gibberish", "", "<thinking>unclosed", "<final diagnosis>no such disease</final diagnosis>"):
+        body = _diagnose(text)
+        assert set(DIAGNOSIS_KEYS) <= set(body)
+        assert body["diagnosis"] is None and body["node_id"] is None and body["path"] == []
+        assert body["malignancy"] is None and body["differentials"] == []
+        assert body["completion"] == text
+        json.dumps(body)
+
+
+def test_choice_answers_resolve_through_the_letter():
+    options = [ChoiceOption("A", "psoriasis", "psoriasis"), ChoiceOption("B", "melanoma", "melanoma")]
+    body = _diagnose(DEFAULT_FORMAT.render("Irregular pigment.", "melanoma", "malignant", letter="B"), "choice", options)
+    assert body["node_id"] == "melanoma" and body["resolution"] == "chosen"
+    assert body["options"] == [o.to_dict() for o in options]
+    body = _diagnose(DEFAULT_FORMAT.render("?", "melanoma", None, letter="D"), "choice", options)
+    assert body["diagnosis"] is None and body["resolution"] == "invalid_choice"
+
+
+def test_error_body_is_openai_shaped():
+    assert error_body(413, "too big") == {"error": {"message": "too big", "type": "request_too_large", "code": 413}}
+    assert error_body(500, "x")["error"]["type"] == "server_error"
+
+
+# --------------------------------------------------------------------------- OpenAI schema
+CHAT_LIMITS = dict(max_image_bytes=10_000, max_images=1, max_tokens_limit=64, default_max_tokens=16, max_choices=4)
+
+
+def test_chat_request_with_an_inline_image():
+    data = png_bytes()
+    uri = "data:image/png;base64," + base64.b64encode(data).decode()
+    chat = parse_chat_request({
+        "model": "anything",
+        "messages": [
+            {"role": "system", "content": "You are a dermatologist."},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": uri, "detail": "low"}},
+                                         {"type": "text", "text": "Diagnosis?"}]},
+        ],
+        "max_completion_tokens": 8, "temperature": 0, "n": 2, "seed": 3, "presence_penalty": 0,
+    }, **CHAT_LIMITS)
+    assert chat.images == (data,)
+    assert chat.messages[1]["content"] == [{"type": "image"}, {"type": "text", "text": "Diagnosis?"}]
+    assert (chat.max_tokens, chat.temperature, chat.n, chat.seed) == (8, 0.0, 2, 3)
+    assert parse_chat_request({"messages": [{"role": "user", "content": "hi"}]}, **CHAT_LIMITS).max_tokens == 16
+
+
+def test_chat_request_rejections():
+    uri = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    user = {"role": "user", "content": "hi"}
+    image = {"type": "image_url", "image_url": {"url": uri}}
+    assert status_of(parse_chat_request, {"messages": []}, **CHAT_LIMITS) == 422
+    assert status_of(parse_chat_request, {"messages": [user], "stream": True}, **CHAT_LIMITS) == 400
+    assert status_of(parse_chat_request, {"messages": [{"role": "tool", "content": "x"}]}, **CHAT_LIMITS) == 422
+    assert status_of(parse_chat_request, {"messages": [user, {"role": "assistant", "content": "x"}]}, **CHAT_LIMITS) == 422
+    remote = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}
+    assert status_of(parse_chat_request, {"messages": [remote]}, **CHAT_LIMITS) == 400
+    assert status_of(parse_chat_request, {"messages": [{"role": "user", "content": [image, image]}]}, **CHAT_LIMITS) == 422
+    assert status_of(parse_chat_request, {"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, **CHAT_LIMITS) == 422
+    assert status_of(parse_chat_request, {"messages": [user], "n": 5}, **CHAT_LIMITS) == 422
+    assert status_of(parse_chat_request, {"messages": [user], "max_tokens": 65}, **CHAT_LIMITS) == 422
+    assert status_of(parse_chat_request, {"messages": [user], "temperature": "hot"}, **CHAT_LIMITS) == 422
+    big = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 20_000}}
+    assert status_of(parse_chat_request, {"messages": [{"role": "user", "content": [big]}]}, **CHAT_LIMITS) == 413
+
+
+def test_chat_completion_body():
+    body = chat_completion_body("abc", "tiny", ["one", "two"], ["length", "stop"], 10, 5, 2, created=1)
+    assert body["object"] == "chat.completion" and body["id"] == "chatcmpl-abc" and body["model"] == "tiny"
+    assert [c["message"]["content"] for c in body["choices"]] == ["one", "two"]
+    assert [c["finish_reason"] for c in body["choices"]] == ["length", "stop"]
+    assert body["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    assert models_body("tiny")["data"][0]["id"] == "tiny"
+
+
+# --------------------------------------------------------------------------- config
+def test_config_validation_and_loading():
+    from skinr1.config.loader import ConfigError, load_config
+
+    config = load_config(ServeConfig, None, ["port=9001", "max_replicas=3", "engine.max_model_len=1024"])
+    assert config.port == 9001 and config.autoscaling and config.engine.max_model_len == 1024
+    assert config.engine.trust_remote_code is False and config.host == "127.0.0.1"
+    assert config.max_body_bytes > config.max_image_bytes * 4 / 3
+    for bad in (["mode=guess"], ["port=0"], ["replicas=0"], ["min_replicas=4", "max_replicas=2"], ["unknown=1"]):
+        with pytest.raises(ConfigError):
+            load_config(ServeConfig, None, bad)
+
+
+def test_token_and_exposure():
+    config = ServeConfig(token_env="MY_TOKEN")
+    assert resolve_token(config, {"MY_TOKEN": " abc "}) == "abc"
+    assert resolve_token(config, {"MY_TOKEN": "  "}) is None and resolve_token(config, {}) is None
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
+    check_exposure(config, None)  # loopback without a token is fine
+    with pytest.raises(ValueError, match="MY_TOKEN"):
+        check_exposure(ServeConfig(host="0.0.0.0", token_env="MY_TOKEN"), None)
+    check_exposure(ServeConfig(host="0.0.0.0"), "token")
+    check_exposure(ServeConfig(host="0.0.0.0", allow_unauthenticated=True), None)
+
+
+def test_deployment_options_and_cli_flags():
+    import argparse
+
+    from skinr1.cli import build_parser, parse_arguments
+    from skinr1.cli.serve_cmd import flag_overrides
+    from skinr1.serving.app import SkinR1Deployment, deployment_options
+
+    fixed = deployment_options(ServeConfig(replicas=3, cpus_per_replica=2))
+    assert SkinR1Deployment.options(**fixed).num_replicas == 3  # Serve accepts the options as built
+    assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
+    assert fixed["ray_actor_options"]["num_cpus"] == 2
+    scaled = deployment_options(ServeConfig(min_replicas=1, max_replicas=4, target_ongoing_requests=4))
+    assert "num_replicas" not in scaled
+    assert scaled["autoscaling_config"] == {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 4,
+                                            "target_ongoing_requests": 4}
+    SkinR1Deployment.options(**scaled)
+    args = parse_arguments(build_parser(), ["serve", "--checkpoint", "x", "--replicas", "2", "--port", "9000", "max_tokens=8"])
+    assert isinstance(args, argparse.Namespace) and args.overrides == ["max_tokens=8"]
+    assert flag_overrides(args) == ["port=9000", "replicas=2"]
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _fake_model(directory, weights="model.safetensors"):
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text("{}")
+    (directory / weights).write_bytes(b"")
+    return directory
+
+
+def _fake_adapter(directory, base, rank=8, meta=None):
+    directory.mkdir(parents=True)
+    (directory / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base), "r": rank}))
+    (directory / "adapter_model.safetensors").write_bytes(b"")
+    if meta is not None:
+        (directory / "skinr1_policy.json").write_text(json.dumps(meta))
+    return directory
+
+
+def test_checkpoints_resolve_to_base_adapter_and_version(tmp_path):
+    from skinr1.serving.policy import resolve_policy
+
+    base = _fake_model(tmp_path / "base")
+    adapter = _fake_adapter(tmp_path / "rl" / "final", base, rank=16, meta={"rl_steps": 12, "base_model": str(base)})
+    policy = resolve_policy(adapter)
+    assert policy.base == str(base) and policy.adapter == str(adapter.resolve())
+    assert policy.policy_version == 12 and policy.adapter_rank == 16 and policy.name == "rl/final"
+    sft = resolve_policy(_fake_adapter(tmp_path / "sft" / "final", base, meta={"sft_steps": 4}), name="mine")
+    assert sft.policy_version == 0 and sft.name == "mine"
+    merged = resolve_policy(base)
+    assert merged.adapter is None and merged.base == str(base) and merged.name == "base"
+    assert resolve_policy("Qwen/Qwen2.5-VL-7B-Instruct").base == "Qwen/Qwen2.5-VL-7B-Instruct"
+
+
+def test_checkpoints_that_are_refused(tmp_path):
+    from skinr1.serving.policy import resolve_policy
+    from skinr1.serving.service import serving_engine_settings
+    from rollout.engine import EngineSettings
+
+    with pytest.raises(FileNotFoundError):
+        resolve_policy(tmp_path / "missing")
+    with pytest.raises(ValueError, match="pickle"):
+        resolve_policy(_fake_model(tmp_path / "pickled", weights="pytorch_model.bin"))
+    base = _fake_model(tmp_path / "base")
+    pickled_adapter = _fake_adapter(tmp_path / "adapter", base)
+    (pickled_adapter / "adapter_model.safetensors").unlink()
+    (pickled_adapter / "adapter_model.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="pickle"):
+        resolve_policy(pickled_adapter)
+    wide = resolve_policy(_fake_adapter(tmp_path / "wide", base, rank=128))
+    with pytest.raises(ValueError, match="max_lora_rank"):
+        serving_engine_settings(wide, EngineSettings(max_lora_rank=64))
+    assert serving_engine_settings(wide, EngineSettings(max_lora_rank=128)).enable_lora is True
+    assert serving_engine_settings(resolve_policy(base), EngineSettings(enable_lora=True)).enable_lora is False
+
+
+# --------------------------------------------------------------------------- body size while streaming
+def test_body_size_is_enforced_while_streaming():
+    from starlette.requests import Request
+
+    from skinr1.serving.app import limited_request
+
+    chunks = [b"x" * 600, b"y" * 600]
+
+    async def receive():
+        body = chunks.pop(0)
+        return {"type": "http.request", "body": body, "more_body": bool(chunks)}
+
+    scope = {"type": "http", "method": "POST", "headers": [], "path": "/", "query_string": b""}
+
+    async def read(limit):
+        return await limited_request(Request(scope, receive), limit).body()
+
+    with pytest.raises(RequestError) as info:
+        asyncio.run(read(1000))
+    assert info.value.status == 413
+    chunks[:] = [b"x" * 600, b"y" * 600]
+    assert len(asyncio.run(read(1200))) == 1200
+
+
+def test_concurrent_decoding_leaves_warning_filters_alone():
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    # The replica decodes uploads in worker threads; the validator swaps warning filters while it runs.
+    png = png_bytes(size=(64, 64))
+    limits = ImageLimits(max_bytes=100_000, max_pixels=1_000_000)
+    before = list(warnings.filters)
+    with ThreadPoolExecutor(8) as pool:
+        sizes = set(pool.map(lambda _: decode_upload(png, limits).size, range(400)))
+    assert sizes == {(64, 64)}
+    assert warnings.filters == before
