@@ -9,9 +9,9 @@ from learner.grpo_config import GRPOConfig
 from learner.policy_batch import TrainSample
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((address, 0))
         return probe.getsockname()[1]
 
 
@@ -26,25 +26,25 @@ def split_for_ranks(samples: list[TrainSample], ranks: int) -> list[list[TrainSa
 class LearnerGroup:
     def __init__(self, base_model: str, config: GRPOConfig, seed: int, placement_group=None):
         import ray
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         from learner.rank import LearnerRank
+        from skinr1.placement import strategy
 
         learner = config.learner
         self.config = config
         world = learner.num_ranks
-        # Rank 0's rendezvous address: the driver's node on a single machine; for multi-node
-        # clusters every rank reaches rank 0's node IP (ranks are packed on one placement group).
-        address = ray.util.get_node_ip_address()
-        port = free_port()
         remote = ray.remote(LearnerRank)
         self.ranks = []
         for rank in range(world):
             options: dict[str, Any] = {"num_cpus": learner.cpus_per_rank, "num_gpus": 1 if learner.use_gpu else 0}
-            if placement_group is not None:
-                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(placement_group, placement_group_bundle_index=rank)
-            self.ranks.append(remote.options(**options).remote(rank, world, address, port, base_model, config, seed))
-        ray.get([r.node_address.remote() for r in self.ranks])  # surface start-up errors here
+            if learner.custom_resources:
+                options["resources"] = dict(learner.custom_resources)
+            if placement_group is not None:  # bundle i holds rank i
+                options["scheduling_strategy"] = strategy(placement_group, rank)
+            self.ranks.append(remote.options(**options).remote(rank, world, base_model, config, seed))
+        # Every rank reaches rank 0's node, wherever the placement group put it.
+        address, port = ray.get(self.ranks[0].rendezvous.remote())
+        ray.get([r.setup.remote(address, port) for r in self.ranks])  # surfaces start-up errors here
 
     def train_step(self, samples: list[TrainSample], step_tokens: float) -> dict[str, float]:
         import ray

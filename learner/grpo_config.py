@@ -21,9 +21,14 @@ class RolloutConfig:
     num_workers: int = 2
     """Rollout actors at the start of the run."""
     min_workers: int = 1
-    """The pool never shrinks below this (elastic scaling)."""
+    """Smallest size a scale request may ask for (`skinr1 scale`); losing a node may still leave
+    fewer actors until capacity returns."""
     max_workers: int = 2
-    """The pool grows up to this when the cluster has room (elastic scaling)."""
+    """Between steps the pool grows up to this whenever the cluster has room (elastic scaling)."""
+    placement_timeout_s: float = 5.0
+    """How long growing or replacing waits for room for one more actor before going on without it."""
+    startup_timeout_s: float = 600.0
+    """How long the job waits at start for its first num_workers actors to be placed."""
     tensor_parallel_size: int = 1
     """GPUs per vLLM engine."""
     resources: ActorResources = field(default_factory=ActorResources)
@@ -40,6 +45,8 @@ class RolloutConfig:
             raise ValueError(f"need 1 <= rollout.min_workers <= rollout.max_workers, got {self.min_workers}, {self.max_workers}")
         if not self.min_workers <= self.num_workers <= self.max_workers:
             raise ValueError(f"rollout.num_workers {self.num_workers} outside [{self.min_workers}, {self.max_workers}]")
+        if self.placement_timeout_s < 0 or self.startup_timeout_s <= 0:
+            raise ValueError("rollout.placement_timeout_s must be >= 0 and rollout.startup_timeout_s > 0")
 
 
 @dataclass
@@ -52,6 +59,8 @@ class LearnerConfig:
     """One GPU per rank with NCCL; false: CPU with gloo."""
     cpus_per_rank: float = 1.0
     """Logical CPUs reserved per rank."""
+    custom_resources: dict[str, float] = field(default_factory=dict)
+    """Extra Ray resources per rank, e.g. {"learner_node": 1} to keep ranks on the learner nodes."""
     deepspeed: DeepSpeedSettings = field(default_factory=DeepSpeedSettings)
     """DeepSpeed settings."""
     lora: LoraSettings = field(default_factory=lambda: LoraSettings(dropout=0.0))
@@ -131,6 +140,10 @@ class GRPOConfig:
     """Reward actors sharing the scoring."""
     sync_backend: str = "object_store"
     """Weight-sync backend (object_store: adapter files or weight buckets through Ray's object store)."""
+    overlap: bool = False
+    """One-step off-policy: generate step t+1's rollouts while the learners train on step t. The
+    batch then comes from the previous policy version; the importance weight (loss.tis_cap)
+    corrects for it."""
     checkpoint_every: int = 10
     """Checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2

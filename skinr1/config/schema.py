@@ -80,7 +80,8 @@ class SkinR1Config:
     """A whole SkinR1 run: trajectories -> SFT -> GRPO -> evaluation."""
 
     run_dir: str = "runs/demo"
-    """Every output of the run lands under this directory."""
+    """Every output of the run lands under this directory: a local path, or on a cluster a shared
+    POSIX file system mounted on every node (object-store URIs such as s3:// are not supported)."""
     seed: int = 0
     """Global seed (stages derive theirs from it unless set explicitly)."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -99,6 +100,11 @@ class SkinR1Config:
     """Stage 3: hierarchical GRPO."""
 
     def __post_init__(self) -> None:
+        if "://" in self.run_dir:
+            raise ValueError(
+                f"run_dir {self.run_dir!r} is a URI; checkpoints are written with atomic renames, which object "
+                "stores do not offer: use a shared file system path (e.g. an EFS/Filestore/NFS mount)"
+            )
         if self.rl.mode != self.reward.mode:
             raise ValueError(f"rl.mode {self.rl.mode!r} and reward.mode {self.reward.mode!r} must agree")
         tags = (self.reward.reasoning_tag, self.reward.answer_tag)

@@ -1,8 +1,10 @@
 """The GRPO driver: the Ray job's entrypoint loop.
 
 prompts from the sparse set -> rollout actors (vLLM) -> reward actors -> learner group (DeepSpeed)
--> weight sync -> metrics and checkpoint. Every step is timed (generate, reward, learn, sync, wait)
-and resumable from its checkpoint with the same data order.
+-> weight sync -> metrics and checkpoint. Each role runs on its own placement groups. Every step
+is timed (generate, reward, learn, sync, wait) and resumable from its checkpoint with the same data
+order. Between steps the rollout pool follows its elastic target (`skinr1.pipeline.scaling`); with
+`rl.overlap` the next step's rollouts are generated while the learners train.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,23 @@ from skinr1.pipeline.rl_batch import Group, completion_tokens, split_constant, s
 log = logging.getLogger(__name__)
 
 
+# Reward scoring is light: half a logical CPU per reward actor.
+REWARD_CPUS = 0.5
+
+
 class SimulatedCrash(RuntimeError):
     """Raised after `rl.stop_after_step`'s checkpoint, to drill the resume path."""
+
+
+@dataclass
+class Prefetch:
+    """Generation sent out for a step: its requests, the actors' tickets and the sampling seed."""
+
+    requests: list[RolloutRequest]
+    tickets: list
+    seed: int
+    cursor_before: int
+    """The data cursor before these requests were drawn."""
 
 
 class GRPODriver:
@@ -47,6 +65,10 @@ class GRPODriver:
             self.distractors.setdefault(r.source, []).append(r.node_id)
         self.step, self.cursor, self.version = 0, 0, 0
         self.curve: list[float] = []
+        self.prefetched: Prefetch | None = None
+        self.groups: dict[str, Any] = {}  # placement groups of the learners and reward actors
+        self.control = None
+        self.target = rl.rollout.num_workers
 
     # ----------------------------------------------------------------- set-up
     def start(self) -> None:
@@ -57,9 +79,24 @@ class GRPODriver:
         from rollout.pool import RolloutPool
         from skinr1.models.loading import load_processor
 
+        from skinr1 import placement
+        from skinr1.pipeline import scaling
+
         rl = self.rl
         self.tokenizer = load_processor(self.policy_base).tokenizer
-        self.rewards = RewardPool(rl.num_reward_actors, self.reward_config, num_cpus_per_actor=0.5)
+        started = time.perf_counter()
+        # All-or-nothing per role: a job that cannot place its learners says so instead of hanging.
+        learner_gpus = 1 if rl.learner.use_gpu else 0
+        for role, bundles in (
+            ("learners", placement.uniform_bundles(rl.learner.num_ranks, rl.learner.cpus_per_rank, learner_gpus,
+                                                   rl.learner.custom_resources)),
+            ("rewards", placement.uniform_bundles(rl.num_reward_actors, REWARD_CPUS)),
+        ):
+            self.groups[role] = placement.reserve(bundles, "PACK", rl.rollout.startup_timeout_s, name=f"skinr1-{role}")
+            if self.groups[role] is None:
+                raise RuntimeError(f"the cluster has no room for the {role}: {bundles} (see `ray status`)")
+        self.rewards = RewardPool(rl.num_reward_actors, self.reward_config, num_cpus_per_actor=REWARD_CPUS,
+                                  placement_group=self.groups["rewards"])
         lora = rl.learner.lora.enabled
         engine = EngineSettings(
             max_model_len=rl.rollout.max_model_len,
@@ -71,11 +108,15 @@ class GRPODriver:
             seed=self.seed,
             worker_extension_cls=None if lora else "rollout.weight_update.WeightUpdateExtension",
         )
-        started = time.perf_counter()
-        self.pool = RolloutPool(self.policy_base, engine, rl.rollout.num_workers, rl.rollout.resources)
-        self.learners = LearnerGroup(self.policy_base, rl, self.seed)
+        self.pool = RolloutPool(self.policy_base, engine, rl.rollout.num_workers, rl.rollout.resources,
+                                placement_timeout_s=rl.rollout.placement_timeout_s,
+                                startup_timeout_s=rl.rollout.startup_timeout_s)
+        self.learners = LearnerGroup(self.policy_base, rl, self.seed, placement_group=self.groups["learners"])
         self.sync = make_sync(rl.sync_backend, self.learners, self.pool, lora)
+        self.job_id = scaling.current_job_id()
+        self.control = scaling.start_control(self.job_id, rl.rollout.min_workers, rl.rollout.max_workers)
         self.startup_s = time.perf_counter() - started
+        log.info("GRPO job %s: resize its rollout pool with `skinr1 scale --job %s --rollout-workers N`", self.job_id, self.job_id)
         self._resume()
 
     def _resume(self) -> None:
@@ -126,6 +167,25 @@ class GRPODriver:
             start += n
         return groups, scored
 
+    def _rescale(self) -> None:
+        """Between steps: move the pool toward its elastic target (a scale request, else max)."""
+        import ray
+
+        from skinr1.pipeline.scaling import pool_target
+
+        rollout = self.rl.rollout
+        requested = ray.get(self.control.requested_workers.remote())
+        target = pool_target(requested, rollout.min_workers, rollout.max_workers)
+        if target != self.pool.size:
+            self.pool.resize(target)
+        self.target = target
+        self.control.report.remote({"size": self.pool.size, "target": target, "step": self.step})
+
+    def _start_generation(self, count: int) -> Prefetch:
+        requests = self._next_requests(count)
+        seed = self.seed * 100003 + self.cursor
+        return Prefetch(requests, self.pool.submit(requests, self.rl.sampling, seed), seed, self.cursor - len(requests))
+
     def run_step(self) -> dict[str, Any]:
         rl = self.rl
         timings = {"generate_s": 0.0, "reward_s": 0.0, "learn_s": 0.0, "sync_s": 0.0, "wait_s": 0.0}
@@ -135,18 +195,21 @@ class GRPODriver:
         all_scored: list[dict] = []
         wanted = rl.prompts_per_step
         for round_index in range(rl.loss.max_refill_rounds + 1):
-            requests = self._next_requests(wanted - len(kept))
-            images = {r.prompt_id: r.image for r in requests}
-            prompts = {r.prompt_id: r.prompt for r in requests}
+            if round_index == 0 and self.prefetched is not None:
+                work, self.prefetched = self.prefetched, None
+            else:
+                if round_index == 0:
+                    self._rescale()
+                work = self._start_generation(wanted - len(kept))
+                if rl.kill_rollout_actor_at_step == self.step + 1 and round_index == 0 and self.pool.size > 1:
+                    self.pool.kill_actor(work.tickets[0].actor_name)
             tick = time.perf_counter()
-            pending = self.pool.submit(requests, rl.sampling, seed=self.seed * 100003 + self.cursor)
-            if rl.kill_rollout_actor_at_step == self.step + 1 and round_index == 0 and self.pool.size > 1:
-                self.pool.kill_actor(next(iter(pending)))
-            results = self.pool.collect(pending, rl.sampling, seed=self.seed * 100003 + self.cursor)
+            results = self.pool.collect(work.tickets, rl.sampling, seed=work.seed)
             timings["generate_s"] += time.perf_counter() - tick
+            by_id = {r.prompt_id: r for r in work.requests}
             for result in results:
-                result.metadata["image"] = images[result.prompt_id]
-                result.metadata["prompt"] = prompts[result.prompt_id]
+                result.metadata["image"] = by_id[result.prompt_id].image
+                result.metadata["prompt"] = by_id[result.prompt_id].prompt
             tick = time.perf_counter()
             groups, scored = self._score(results)
             timings["reward_s"] += time.perf_counter() - tick
@@ -159,6 +222,10 @@ class GRPODriver:
             if len(kept) >= wanted:
                 break
             refills += 1
+        timings["wait_s"] = timings["generate_s"]  # the learners idle while they wait for rollouts
+        if rl.overlap and self.step + 1 < rl.steps:
+            self._rescale()
+            self.prefetched = self._start_generation(wanted)  # runs on the rollout actors during learn
         metrics: dict[str, Any] = {"kept_groups": len(kept), "dropped_groups": dropped, "refill_rounds": min(refills, rl.loss.max_refill_rounds)}
         if kept:
             samples = train_samples(kept, rl.sampling.group_size, wanted, rl.loss.advantage_scaling, rl.loss.std_floor)
@@ -166,20 +233,31 @@ class GRPODriver:
             metrics.update(self.learners.train_step(samples, max(1, completion_tokens(samples))))
             timings["learn_s"] = time.perf_counter() - tick
             self.version += 1
+            if self.prefetched is not None:
+                # A weight update queues behind the actors' generation; time that wait on its own.
+                tick = time.perf_counter()
+                self.pool.wait_idle(self.prefetched.tickets)
+                timings["wait_s"] += time.perf_counter() - tick
             tick = time.perf_counter()
             sync = self.sync.push(self.version)
             timings["sync_s"] = time.perf_counter() - tick
             metrics["sync_bytes"] = sync["bytes"]
         self.step += 1
         timings["step_s"] = time.perf_counter() - step_started
-        timings["wait_s"] = timings["generate_s"]  # the learner idles while rollouts run (no overlap)
         metrics.update(timings)
         metrics.update(_reward_summary(all_scored, self.taxonomy))
         events, self.pool.events = self.pool.events, []
-        metrics.update({"policy_version": self.version, "cursor": self.cursor, "pool_size": self.pool.size,
-                        "prompts": [g.prompt_id for g in kept], "pool_events": events})
+        metrics.update({"policy_version": self.version, "cursor": self.data_cursor, "pool_size": self.pool.size,
+                        "pool_target": self.target, "prompts": [g.prompt_id for g in kept], "pool_events": events,
+                        "rollout_versions": sorted({g.policy_version for g in kept})})
         self.curve.append(metrics["reward_mean"])
         return metrics
+
+    @property
+    def data_cursor(self) -> int:
+        """Where a resumed run continues: prompts already sent out for the next step are not
+        consumed yet (they are regenerated after a restart)."""
+        return self.prefetched.cursor_before if self.prefetched is not None else self.cursor
 
     # ----------------------------------------------------------------- loop
     def run(self, logger=None, progress: bool = True) -> dict[str, Any]:
@@ -203,11 +281,13 @@ class GRPODriver:
     def save_checkpoint(self) -> Path:
         staging = rl_checkpoint.staging_directory(self.rl_dir, self.step)
         self.learners.save(str(staging))
-        state = {"step": self.step, "cursor": self.cursor, "version": self.version, "seed": self.seed,
+        state = {"step": self.step, "cursor": self.data_cursor, "version": self.version, "seed": self.seed,
                  "rng": rl_checkpoint.rng_state(), "reward_curve": self.curve, "policy_base": self.policy_base}
         return rl_checkpoint.commit_checkpoint(staging, self.rl_dir, self.step, state, self.rl.keep_checkpoints)
 
     def shutdown(self) -> None:
+        from skinr1.placement import release
+
         for part in ("pool", "learners", "rewards"):
             component = getattr(self, part, None)
             if component is not None:
@@ -215,6 +295,9 @@ class GRPODriver:
                     component.shutdown()
                 except Exception as error:  # keep shutting the rest down
                     log.warning("shutting down %s: %s", part, error)
+        for group in self.groups.values():
+            release(group)
+        self.groups = {}
 
 
 def _prompt_of(result: RolloutResult) -> str:

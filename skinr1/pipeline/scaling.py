@@ -1,0 +1,87 @@
+"""Elastic rollout scaling: the pool size a running GRPO job aims for, and how users change it.
+
+The driver owns a small named Ray actor per job (`ScaleControl`). `skinr1 scale --job ID
+--rollout-workers N` records a request there; between steps the driver reads it, clamps it to
+[rollout.min_workers, rollout.max_workers] and resizes its pool. Without a request the driver aims
+for max_workers, so the pool grows by itself when the cluster gains room (e.g. the autoscaler adds
+a node, or a lost node comes back).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+NAMESPACE = "skinr1"
+
+
+def control_name(job_id: str) -> str:
+    return f"skinr1-rl-scale:{job_id}"
+
+
+def current_job_id() -> str:
+    """The submission id under `ray job submit` (what `ray job list` shows), else Ray's job id."""
+    import ray
+
+    # The job supervisor hands the entrypoint its job config, metadata included, in this variable.
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if raw:
+        submission_id = json.loads(raw).get("metadata", {}).get("job_submission_id")
+        if submission_id:
+            return submission_id
+    return ray.get_runtime_context().get_job_id()
+
+
+def pool_target(requested: int | None, min_workers: int, max_workers: int) -> int:
+    """The size the pool should have: the user's request, else as many as allowed, within bounds."""
+    wanted = max_workers if requested is None else requested
+    return max(min_workers, min(max_workers, wanted))
+
+
+class ScaleControl:
+    """Holds one job's scaling request and the driver's last report. Wrap with `ray.remote`."""
+
+    def __init__(self, min_workers: int, max_workers: int):
+        self.min_workers, self.max_workers = min_workers, max_workers
+        self.requested: int | None = None
+        self.last_report: dict[str, Any] = {}
+
+    def request(self, workers: int) -> dict[str, Any]:
+        if not self.min_workers <= workers <= self.max_workers:
+            raise ValueError(
+                f"--rollout-workers {workers} is outside this job's rollout.min_workers..max_workers "
+                f"= {self.min_workers}..{self.max_workers}"
+            )
+        self.requested = workers
+        return self.status()
+
+    def requested_workers(self) -> int | None:
+        return self.requested
+
+    def report(self, status: dict[str, Any]) -> None:
+        self.last_report = dict(status)
+
+    def status(self) -> dict[str, Any]:
+        return {"requested": self.requested, "min_workers": self.min_workers, "max_workers": self.max_workers,
+                **self.last_report}
+
+
+def start_control(job_id: str, min_workers: int, max_workers: int):
+    """The job's control actor (it lives as long as the driver: no detached leftovers)."""
+    import ray
+
+    return ray.remote(ScaleControl).options(name=control_name(job_id), namespace=NAMESPACE, num_cpus=0).remote(
+        min_workers, max_workers
+    )
+
+
+def request_scale(job_id: str, workers: int) -> dict[str, Any]:
+    """Ask a running job for `workers` rollout actors; returns the job's scaling status."""
+    import ray
+
+    try:
+        control = ray.get_actor(control_name(job_id), namespace=NAMESPACE)
+    except ValueError as error:
+        raise LookupError(f"no running GRPO job {job_id!r} on this cluster (is it still running? see `ray job list`)") from error
+    return ray.get(control.request.remote(workers))
