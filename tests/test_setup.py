@@ -33,14 +33,3 @@ def test_torchvision_imports_in_a_fresh_interpreter():
     code = "import torchvision, transformers; print(torchvision.__version__)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-
-
-def test_demo_builds_model_data_and_harmonization_report(tmp_path, capsys, ray_local):
-    from skinr1.cli import main
-
-    assert main(["demo", "--out", str(tmp_path), "--scale", "0.1"]) == 0
-    printed = capsys.readouterr().out
-    assert "ham10000 (sample)" in printed and "derm7pt (sample)" in printed
-    assert (tmp_path / "base_model" / "model.safetensors").is_file()
-    assert (tmp_path / "data" / "dense.jsonl").is_file()
-    assert (tmp_path / "harmonization" / "ddi" / "sample" / "report.json").is_file()

@@ -22,8 +22,10 @@ COMMAND_MODULES = (
     "skinr1.cli.sft_cmd",
     "skinr1.cli.pipeline_cmd",
     "skinr1.cli.rl_cmd",
+    "skinr1.cli.scale_cmd",
     "skinr1.cli.merge_cmd",
     "skinr1.cli.eval_cmd",
+    "skinr1.cli.serve_cmd",
 )
 
 

@@ -22,6 +22,18 @@ def _fingerprint(settings: Any) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def artifact_identity(path: str | Path) -> dict[str, str]:
+    """A path plus a digest of its files' names, sizes and modification times: a stage whose input
+    was rebuilt (same path, new content) must not be reused."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path) if file != path else file.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return {"path": str(path), "digest": digest.hexdigest()[:16]}
+
+
 def finished_stage(directory: Path, settings: Any) -> dict | None:
     """The stage's marker when it finished with the same settings, else None."""
     marker = directory / MARKER
@@ -40,7 +52,11 @@ def run_stage(name: str, directory: Path, settings: Any, work: Callable[[], dict
         if previous is not None:
             print(f"[{name}] reusing the finished stage in {directory}")
             return previous["result"] | {"reused": True}
-    elif directory.exists():
+        if (directory / MARKER).is_file():
+            # Finished with other settings or inputs: its checkpoints must not seed this run.
+            print(f"[{name}] settings or inputs changed since {directory} finished: recomputing")
+            fresh = True
+    if fresh and directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -92,7 +108,7 @@ def sft_stage(config: SkinR1Config, base_model: str, sft_data: Path, fresh: bool
     from learner.sft import run_sft
 
     directory = config.sft_dir
-    settings = {"sft": config.sft, "base_model": base_model, "data": str(sft_data)}
+    settings = {"sft": config.sft, "base_model": base_model, "data": artifact_identity(sft_data)}
     run_stage("sft", directory, settings, lambda: {"final": str(run_sft(base_model, str(sft_data), directory, config.sft))}, fresh)
     return directory / "final"
 
@@ -124,7 +140,8 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
     from skinr1.pipeline.rl_driver import GRPODriver, write_final_policy
 
     rl_dir = config.rl_dir
-    marker = {"rl": config.rl, "reward": config.reward, "sft": str(sft_policy), "data": str(data_dir)}
+    marker = {"rl": config.rl, "reward": config.reward, "data": str(data_dir),
+              "sft": artifact_identity(sft_policy) if sft_policy is not None else None}
 
     def work() -> dict:
         policy_base = rl_policy_base(config, base_model, sft_policy)
@@ -152,7 +169,8 @@ def eval_stage(config: SkinR1Config, checkpoints: dict[str, str], data_dir: Path
     settings = EvalSettings(mode=config.reward.mode, max_tokens=config.rl.sampling.max_tokens,
                             include_system_prompt=config.trajectories.include_system_prompt, seed=config.seed)
     manifests = [str(data_dir / name) for name in config.data.test]
-    marker = {"settings": settings, "checkpoints": checkpoints, "manifests": manifests}
+    marker = {"settings": settings, "manifests": manifests,
+              "checkpoints": {name: artifact_identity(path) for name, path in checkpoints.items()}}
 
     def work() -> dict:
         report = evaluate_checkpoints(checkpoints, manifests, settings)

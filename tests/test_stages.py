@@ -1,0 +1,40 @@
+"""Stage reuse: a finished stage is reused only while its settings and input artifacts are unchanged."""
+
+from __future__ import annotations
+
+import os
+
+from skinr1.pipeline.stages import artifact_identity, run_stage
+
+
+def test_identity_changes_when_an_input_is_rebuilt(tmp_path):
+    (tmp_path / "a.txt").write_text("one")
+    first = artifact_identity(tmp_path)
+    assert artifact_identity(tmp_path) == first
+    os.utime(tmp_path / "a.txt", ns=(1, 1))  # same path and size, new modification time
+    assert artifact_identity(tmp_path) != first
+    assert artifact_identity(tmp_path / "a.txt")["path"].endswith("a.txt")
+
+
+def test_finished_stage_is_reused_and_recomputed_from_scratch_when_settings_change(tmp_path):
+    calls = []
+
+    def work():
+        calls.append(1)
+        (tmp_path / "stage" / f"output-{len(calls)}").write_text("x")
+        return {"n": len(calls)}
+
+    directory = tmp_path / "stage"
+    assert run_stage("s", directory, {"lr": 1}, work)["n"] == 1
+    assert run_stage("s", directory, {"lr": 1}, work)["reused"] is True
+    assert run_stage("s", directory, {"lr": 2}, work)["n"] == 2
+    # The old run's outputs (checkpoints, in a real stage) were cleared, not resumed from.
+    assert sorted(p.name for p in directory.iterdir()) == ["output-2", "stage.json"]
+
+
+def test_unfinished_stage_keeps_its_partial_work_for_resume(tmp_path):
+    directory = tmp_path / "stage"
+    directory.mkdir()
+    (directory / "checkpoint").write_text("partial")  # a crashed run: no marker yet
+    assert run_stage("s", directory, {"lr": 1}, lambda: {"ok": True})["ok"]
+    assert (directory / "checkpoint").is_file()
