@@ -112,26 +112,29 @@ def _submit(client, command: str) -> str:
             time.sleep(3)
 
 
-def _start_node(args: list[str], head: bool = True) -> subprocess.Popen:
+def _start_node(args: list[str], log: Path, head: bool = True) -> subprocess.Popen:
     """`ray start ... --block` in its own session: killing that session stops exactly this node
-    (`ray stop` would also stop the test session's own local cluster)."""
+    (`ray stop` would also stop the test session's own local cluster). Its output goes to `log`."""
     from learner.group import free_port
 
     env = _env()
     launcher = [_ray()]
     if not head:
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
+        # While the job keeps both cores busy, the node's agents take well over the default
+        # ~15-30 s to come up; the raylet would give up on them and the node would never join.
+        env.update(RAY_agent_register_timeout_ms="180000", RAY_raylet_start_wait_time_s="180")
         launcher = [sys.executable, "-c", _WORKER_NODE_START]
         args = [*args, "--node-ip-address=127.0.0.1"]
     # Fixed default agent ports would collide with the test session's own local cluster.
     return subprocess.Popen(
         [*launcher, "start", *args, "--disable-usage-stats", "--block", "--object-store-memory=400000000",
          f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
 
 
-def _wait_for_row(run_dir: Path, client, job: str, condition, what: str, timeout: float = 600) -> dict:
+def _wait_for_row(run_dir: Path, client, job: str, condition, what: str, timeout: float = 600, node_log: Path | None = None) -> dict:
     from ray.job_submission import JobStatus
 
     deadline = time.time() + timeout
@@ -140,7 +143,8 @@ def _wait_for_row(run_dir: Path, client, job: str, condition, what: str, timeout
         if rows:
             return rows[0]
         if client.get_job_status(job) in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
-            pytest.fail(f"the job ended before {what}:\n" + client.get_job_logs(job)[-4000:])
+            node = f"\nsecond node's log:\n{node_log.read_text()[-3000:]}" if node_log and node_log.exists() else ""
+            pytest.fail(f"the job ended before {what}:\n" + client.get_job_logs(job)[-3000:] + node)
         time.sleep(1)
     pytest.fail(f"no step showed {what} within {timeout} s")
 
@@ -150,7 +154,7 @@ def _scale(gcs: str, job: str, workers: int) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
 
 
-def test_rl_job_submit_with_elastic_rollout_pool(prepared_run):
+def test_rl_job_submit_with_elastic_rollout_pool(prepared_run, tmp_path):
     """`ray job submit` end to end while the cluster changes under the job: a second node joins
     (the pool grows), `skinr1 scale` shrinks and regrows it, the node dies (the pool shrinks),
     and the job still succeeds with every prompt of every step generated exactly once."""
@@ -161,10 +165,13 @@ def test_rl_job_submit_with_elastic_rollout_pool(prepared_run):
     gcs = f"127.0.0.1:{free_port()}"
     slot = '{"rollout_slot": 1}'  # one rollout actor per node that offers a slot
     head = _start_node(["--head", f"--port={gcs.rsplit(':', 1)[1]}", "--num-cpus=8", f"--resources={slot}",
-                        "--include-dashboard=true", "--dashboard-host=127.0.0.1", "--dashboard-port=8299"])
-    second = None
-    steps = 60
-    overrides = [*OVERRIDES, f"rl.steps={steps}", "rl.checkpoint_every=10", "rl.rollout.num_workers=1",
+                        "--include-dashboard=true", "--dashboard-host=127.0.0.1", "--dashboard-port=8299"],
+                       tmp_path / "head.log")
+    second, second_log = None, tmp_path / "second-node.log"
+    # A step takes ~1 s here and a node joins in tens of seconds (more on a loaded machine): the job
+    # is long enough for every change to happen while it runs; it finishes when its steps are done.
+    steps = 120
+    overrides = [*OVERRIDES, f"rl.steps={steps}", "rl.checkpoint_every=50", "rl.rollout.num_workers=1",
                  "rl.rollout.min_workers=1", "rl.rollout.max_workers=2", "rl.rollout.resources.custom.rollout_slot=1"]
     try:
         client = _wait_for_job_server("http://127.0.0.1:8299", head)
@@ -173,8 +180,8 @@ def test_rl_job_submit_with_elastic_rollout_pool(prepared_run):
         first = _wait_for_row(prepared_run, client, job, lambda r: True, "a first step")
         assert first["pool_size"] == 1  # the head offers one rollout slot
 
-        second = _start_node([f"--address={gcs}", "--num-cpus=2", f"--resources={slot}"], head=False)
-        grown = _wait_for_row(prepared_run, client, job, lambda r: r["pool_size"] == 2, "the pool grown to 2")
+        second = _start_node([f"--address={gcs}", "--num-cpus=2", f"--resources={slot}"], second_log, head=False)
+        grown = _wait_for_row(prepared_run, client, job, lambda r: r["pool_size"] == 2, "the pool grown to 2", node_log=second_log)
 
         bad = _scale(gcs, job, 5)
         assert bad.returncode == 2 and "1..2" in bad.stderr, bad.stderr[-2000:]
