@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from skinr1.pipeline.scaling import ScaleControl, current_job_id, pool_target
+from skinr1.pipeline.scaling import ScaleControl, pool_target, submission_id
 from skinr1.placement import fits, rollout_bundles, uniform_bundles
 
 
@@ -55,6 +55,7 @@ def test_scale_control_rejects_out_of_bounds_requests():
     assert control.status() == {"requested": 2, "min_workers": 1, "max_workers": 3, "size": 2, "step": 5}
 
 
-def test_job_id_is_the_submission_id_under_ray_job_submit(monkeypatch):
-    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"metadata": {"job_submission_id": "raysubmit_abc"}}))
-    assert current_job_id() == "raysubmit_abc"
+def test_submission_id_is_read_from_the_job_config_of_ray_job_submit():
+    environ = {"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"metadata": {"job_submission_id": "raysubmit_abc"}})}
+    assert submission_id(environ) == "raysubmit_abc"
+    assert submission_id({}) is None  # a driver started by hand: Ray's own job id is used instead

@@ -77,9 +77,8 @@ class GRPODriver:
         from rewards.actor import RewardPool
         from rollout.engine import EngineSettings
         from rollout.pool import RolloutPool
-        from skinr1.models.loading import load_processor
-
         from skinr1 import placement
+        from skinr1.models.loading import load_processor
         from skinr1.pipeline import scaling
 
         rl = self.rl

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Mapping
 
 NAMESPACE = "skinr1"
 
@@ -20,17 +20,18 @@ def control_name(job_id: str) -> str:
     return f"skinr1-rl-scale:{job_id}"
 
 
+def submission_id(environ: Mapping[str, str]) -> str | None:
+    """The `ray job submit` submission id (what `ray job list` shows), if this process is a job's entrypoint."""
+    # The job supervisor hands the entrypoint its job config, metadata included, in this variable.
+    raw = environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    return json.loads(raw).get("metadata", {}).get("job_submission_id") if raw else None
+
+
 def current_job_id() -> str:
-    """The submission id under `ray job submit` (what `ray job list` shows), else Ray's job id."""
+    """The submission id under `ray job submit`, else Ray's job id."""
     import ray
 
-    # The job supervisor hands the entrypoint its job config, metadata included, in this variable.
-    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
-    if raw:
-        submission_id = json.loads(raw).get("metadata", {}).get("job_submission_id")
-        if submission_id:
-            return submission_id
-    return ray.get_runtime_context().get_job_id()
+    return submission_id(os.environ) or ray.get_runtime_context().get_job_id()
 
 
 def pool_target(requested: int | None, min_workers: int, max_workers: int) -> int:
