@@ -126,10 +126,13 @@ def _start_node(args: list[str], log: Path, head: bool = True) -> subprocess.Pop
         env.update(RAY_agent_register_timeout_ms="180000", RAY_raylet_start_wait_time_s="180")
         launcher = [sys.executable, "-c", _WORKER_NODE_START]
         args = [*args, "--node-ip-address=127.0.0.1"]
-    # Fixed default agent ports would collide with the test session's own local cluster.
+    # Fixed default agent ports would collide with the test session's own local cluster. Ports left to
+    # the agents make the raylet wait for them to publish theirs, with a short fixed timeout that a
+    # busy machine overruns; given ports need no such wait.
+    ports = {name: free_port() for name in ("dashboard-agent-listen", "dashboard-agent-grpc", "runtime-env-agent", "metrics-export")}
     return subprocess.Popen(
         [*launcher, "start", *args, "--disable-usage-stats", "--block", "--object-store-memory=400000000",
-         f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"],
+         *(f"--{name}-port={port}" for name, port in ports.items())],
         env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
 
