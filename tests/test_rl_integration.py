@@ -121,20 +121,34 @@ def _start_node(args: list[str], log: Path, head: bool = True) -> subprocess.Pop
     launcher = [_ray()]
     if not head:
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
-        # While the job keeps both cores busy, the node's agents take well over the default
-        # ~15-30 s to come up; the raylet would give up on them and the node would never join.
-        env.update(RAY_agent_register_timeout_ms="180000", RAY_raylet_start_wait_time_s="180")
         launcher = [sys.executable, "-c", _WORKER_NODE_START]
         args = [*args, "--node-ip-address=127.0.0.1"]
-    # Fixed default agent ports would collide with the test session's own local cluster. Ports left to
-    # the agents make the raylet wait for them to publish theirs, with a short fixed timeout that a
-    # busy machine overruns; given ports need no such wait.
+    # Fixed default agent ports would collide with the test session's own local cluster.
     ports = {name: free_port() for name in ("dashboard-agent-listen", "dashboard-agent-grpc", "runtime-env-agent", "metrics-export")}
     return subprocess.Popen(
         [*launcher, "start", *args, "--disable-usage-stats", "--block", "--object-store-memory=400000000",
          *(f"--{name}-port={port}" for name, port in ports.items())],
         env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
+
+
+# The job's busy processes. A joining node's raylet gives its Python agents a fixed ~20 s to come up
+# (not configurable); with the job keeping both cores busy they take longer and the node never joins.
+_JOB_WORKERS = "ray::RolloutWorker|ray::LearnerRank|EngineCore"
+
+
+def _join_node_while_job_pauses(args: list[str], log: Path) -> subprocess.Popen:
+    """Start a second node with the job's workers stopped (SIGSTOP) until the node is up: its calls
+    simply wait. The node then joins a running job, as on a real cluster with spare cores."""
+    subprocess.run(["pkill", "-STOP", "-f", _JOB_WORKERS])
+    try:
+        node = _start_node(args, log, head=False)
+        deadline = time.time() + 180
+        while "Ray runtime started" not in log.read_text() and node.poll() is None and time.time() < deadline:
+            time.sleep(1)
+    finally:
+        subprocess.run(["pkill", "-CONT", "-f", _JOB_WORKERS])
+    return node
 
 
 def _wait_for_row(run_dir: Path, client, job: str, condition, what: str, timeout: float = 600, node_log: Path | None = None) -> dict:
@@ -183,7 +197,7 @@ def test_rl_job_submit_with_elastic_rollout_pool(prepared_run, tmp_path):
         first = _wait_for_row(prepared_run, client, job, lambda r: True, "a first step")
         assert first["pool_size"] == 1  # the head offers one rollout slot
 
-        second = _start_node([f"--address={gcs}", "--num-cpus=2", f"--resources={slot}"], second_log, head=False)
+        second = _join_node_while_job_pauses([f"--address={gcs}", "--num-cpus=2", f"--resources={slot}"], second_log)
         grown = _wait_for_row(prepared_run, client, job, lambda r: r["pool_size"] == 2, "the pool grown to 2", node_log=second_log)
 
         bad = _scale(gcs, job, 5)
