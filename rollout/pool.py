@@ -30,7 +30,8 @@ class ActorResources:
     num_cpus: float = 1.0
     """Logical CPUs per actor."""
     num_gpus: float = 0.0
-    """GPUs per actor (tensor_parallel_size GPUs for a sharded engine)."""
+    """GPUs of a single-GPU engine's actor. A sharded engine (tensor_parallel_size > 1) gets one GPU
+    bundle per shard in the actor's placement group instead (see skinr1.placement.rollout_bundles)."""
     custom: dict[str, float] = field(default_factory=dict)
     """Extra Ray resources an actor needs (e.g. {"rollout_slot": 1} to pin actors to prepared nodes)."""
 
