@@ -55,6 +55,13 @@ class LearnerGroup:
         summed = {k: sum(r[k] for r in reports) for k in ("loss", "policy", "kl", "clipped", "ratio_gap")}
         return {**summed, "lr": reports[0]["lr"], "learner_s": max(r["seconds"] for r in reports)}
 
+    def policy_logprobs(self, samples: list[TrainSample]) -> list[list[float]]:
+        """Per-token log-probs of `samples` under the current policy (every rank computes them, so
+        sharded parameters are gathered; rank 0's answer is returned)."""
+        import ray
+
+        return ray.get([r.policy_logprobs.remote(samples) for r in self.ranks])[0]
+
     def export_policy(self) -> dict[str, bytes]:
         import ray
 
@@ -64,6 +71,16 @@ class LearnerGroup:
         import ray
 
         return ray.get([r.export_weight_buckets.remote(bucket_bytes) for r in self.ranks])[0]
+
+    def export_to_shared_memory(self, version: int, store_name: str, bucket_bytes: int) -> dict[str, Any]:
+        import ray
+
+        return ray.get([r.export_to_shared_memory.remote(version, store_name, bucket_bytes) for r in self.ranks])[0]
+
+    def clear_shared_memory(self) -> None:
+        import ray
+
+        ray.get(self.ranks[0].clear_shared_memory.remote())
 
     def save(self, directory: str) -> None:
         import ray

@@ -11,7 +11,7 @@ from learner.optim import DeepSpeedSettings
 from rollout.pool import ActorResources
 from rollout.sampling import SamplingSettings
 
-SYNC_BACKENDS = ("object_store",)
+SYNC_BACKENDS = ("object_store", "shared_memory")
 
 
 @dataclass
@@ -139,11 +139,20 @@ class GRPOConfig:
     num_reward_actors: int = 1
     """Reward actors sharing the scoring."""
     sync_backend: str = "object_store"
-    """Weight-sync backend (object_store: adapter files or weight buckets through Ray's object store)."""
+    """Weight-sync backend: object_store (adapter files or weight buckets through Ray's object store; any
+    number of nodes) or shared_memory (written once to /dev/shm and read in place; rollout actors and
+    learner rank 0 on one node)."""
     overlap: bool = False
     """One-step off-policy: generate step t+1's rollouts while the learners train on step t. The
     batch then comes from the previous policy version; the importance weight (loss.tis_cap)
     corrects for it."""
+    probe_every: int = 0
+    """Reward probe: before every this many steps (and after the last), sample G answers for a fixed
+    set of training images with a fixed seed and log their scores in that step's row as
+    `probe_reward_*` with `probe_policy_version` (nothing is trained on them). Unlike the per-step
+    reward it does not move with which images a step drew. 0: off."""
+    probe_prompts: int = 32
+    """Images in the probe set (a fixed draw from the RL manifest)."""
     checkpoint_every: int = 10
     """Checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2
@@ -158,6 +167,8 @@ class GRPOConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.prompts_per_step < 1:
             raise ValueError("rl.steps and rl.prompts_per_step must be >= 1")
+        if self.probe_every < 0 or self.probe_prompts < 1:
+            raise ValueError("rl.probe_every must be >= 0 and rl.probe_prompts >= 1")
         if self.sampling.temperature <= 0:
             raise ValueError("rl.sampling.temperature must be > 0: GRPO needs sampled, not greedy, groups")
         if not self.learner.lora.enabled:

@@ -37,6 +37,7 @@ class LearnerRank:
     def __init__(self, rank: int, world: int, base_model: str, config: GRPOConfig, seed: int):
         self.rank, self.world, self.config = rank, world, config
         self.base_model, self.seed = base_model, seed
+        self._shared_store = None  # rank 0's versions in shared memory (sync_backend=shared_memory)
 
     def rendezvous(self) -> tuple[str, int]:
         """This rank's node address and a free port on it (rank 0 hosts the group's rendezvous:
@@ -50,8 +51,12 @@ class LearnerRank:
 
     def setup(self, address: str, port: int) -> None:
         """Join the process group and build the DeepSpeed engine (all ranks call this together)."""
+        import warnings
+
         import torch
 
+        # DeepSpeed's ZeRO gathers call a torch API that warns on every step; the log is for us.
+        warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
         config, learner = self.config, self.config.learner
         if learner.use_gpu:
             torch.cuda.set_device(0)  # Ray exposes one GPU per rank as device 0
@@ -131,6 +136,24 @@ class LearnerRank:
                     sums["ratio_gap"] += float(token_mean_over_step(gap, mask, step_tokens))
         return {**sums, "lr": self.engine.learning_rate, "seconds": time.perf_counter() - started}
 
+    def policy_logprobs(self, samples: list[TrainSample]) -> list[list[float]]:
+        """The current policy's log-prob of each completion token, at the sampling temperature
+        (read-only; e.g. to check that rollout actors serve the learner's policy after a sync)."""
+        import torch
+
+        temperature = self.config.sampling.temperature
+        micro = self.config.learner.micro_batch_size
+        values: list[list[float]] = []
+        self.engine.module.eval()
+        with torch.no_grad():
+            for start in range(0, len(samples), micro):
+                chunk = samples[start : start + micro]
+                batch = encode_batch(self.processor, chunk)
+                logprobs = token_logprobs(self.engine, batch, temperature)
+                for row, mask in zip(logprobs, batch["mask"]):
+                    values.append(row[mask > 0].tolist())
+        return values
+
     def _reference_logprobs(self, batch: dict[str, Any], temperature: float):
         if self.reference is not None:
             return token_logprobs(self.reference, batch, temperature)
@@ -146,6 +169,40 @@ class LearnerRank:
             with tempfile.TemporaryDirectory(prefix="skinr1-adapter-") as directory:
                 self.engine.module.save_pretrained(directory, safe_serialization=True)
                 return {p.name: p.read_bytes() for p in Path(directory).iterdir() if p.is_file()}
+
+    def export_to_shared_memory(self, version: int, store_name: str, bucket_bytes: int) -> dict[str, Any] | None:
+        """Publish the policy in this node's shared memory (rank 0; others None): the adapter's
+        directory (LoRA) or one safetensors file per weight bucket (full). Collective under ZeRO-3."""
+        import ray
+
+        from learner.shared_store import SharedVersionStore, size_of, write_weight_buckets
+        from learner.weight_sync import bucket_named_tensors
+
+        with self._gathered():
+            if self.rank != 0:
+                return None
+            if self._shared_store is None or self._shared_store.directory.name != store_name:
+                self._shared_store = SharedVersionStore(store_name)
+            files: list[str] = []
+
+            def write(staging: Path) -> None:
+                if self.config.learner.lora.enabled:
+                    self.engine.module.save_pretrained(str(staging), safe_serialization=True)
+                    return
+                named = ((name, p.detach().to("cpu")) for name, p in self.engine.module.named_parameters())
+                files.extend(write_weight_buckets(staging, bucket_named_tensors(named, bucket_bytes)))
+
+            directory = self._shared_store.publish(version, write)
+        return {
+            "directory": str(directory),
+            "files": files,
+            "bytes": size_of(directory),
+            "node_id": ray.get_runtime_context().get_node_id(),
+        }
+
+    def clear_shared_memory(self) -> None:
+        if self._shared_store is not None:
+            self._shared_store.clear()
 
     def export_weight_buckets(self, bucket_bytes: int) -> list[list[tuple[str, Any]]] | None:
         """Full fine-tuning: (name, tensor) pairs grouped into buckets of about `bucket_bytes`."""

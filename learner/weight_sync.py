@@ -4,9 +4,11 @@ Backends:
 - `object_store` (one node or many): LoRA pushes only the adapter files (a new `LoRARequest` per
   version on every rollout actor); full fine-tuning pushes (name, tensor) buckets, one remote call
   per bucket rather than one per parameter.
+- `shared_memory` (one node): learner rank 0 writes the version once into `/dev/shm` (the adapter
+  directory, or one safetensors file per bucket) and the actors read it in place; only the path
+  travels, nothing is copied per actor.
 A backend is a class with `push(version) -> dict` registered in `SYNC_BACKENDS`; NCCL broadcast
-between GPUs plugs in the same way (vLLM's weight-transfer engine) and is not part of the CPU build.
-"""
+between GPUs plugs in the same way (vLLM's weight-transfer engine) and is not part of the CPU build."""
 
 from __future__ import annotations
 
@@ -38,10 +40,23 @@ def bucket_named_tensors(named: Iterable[tuple[str, Any]], bucket_bytes: int = D
     return buckets
 
 
+def sync_report(version: int, started: float, exported: float, payload_bytes: int, reports: list) -> dict[str, Any]:
+    """What every backend's `push` returns: version, export/push/total seconds, bytes, actors reached."""
+    done = time.perf_counter()
+    return {
+        "version": version,
+        "export_s": exported - started,
+        "push_s": done - exported,
+        "total_s": done - started,
+        "bytes": payload_bytes,
+        "actors": len(reports),
+    }
+
+
 class ObjectStoreSync:
     """Adapter files (LoRA) or weight buckets (full) through Ray's object store."""
 
-    def __init__(self, learners, pool, lora: bool, bucket_bytes: int = DEFAULT_BUCKET_BYTES):
+    def __init__(self, learners, pool, lora: bool, run_key: str = "", bucket_bytes: int = DEFAULT_BUCKET_BYTES):
         self.learners = learners
         self.pool = pool
         self.lora = lora
@@ -59,22 +74,39 @@ class ObjectStoreSync:
             exported = time.perf_counter()
             reports = self.pool.push_weights(version, buckets)
             payload = sum(t.numel() * t.element_size() for bucket in buckets for _, t in bucket)
-        done = time.perf_counter()
-        return {
-            "version": version,
-            "export_s": exported - started,
-            "push_s": done - exported,
-            "total_s": done - started,
-            "bytes": payload,
-            "actors": len(reports),
-        }
+        return sync_report(version, started, exported, payload, reports)
+
+    def close(self) -> None:
+        """Nothing outlives the actors: the object store frees the refs."""
 
 
-SYNC_BACKENDS = {"object_store": ObjectStoreSync}
+class SharedMemorySync:
+    """Policy versions in the node's shared memory; rollout actors on that node load them in place."""
+
+    def __init__(self, learners, pool, lora: bool, run_key: str = "", bucket_bytes: int = DEFAULT_BUCKET_BYTES):
+        from learner.shared_store import store_name
+
+        self.learners = learners
+        self.pool = pool
+        self.store = store_name(run_key)
+        self.bucket_bytes = bucket_bytes
+
+    def push(self, version: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        shared = self.learners.export_to_shared_memory(version, self.store, self.bucket_bytes)
+        exported = time.perf_counter()
+        reports = self.pool.push_shared(version, shared)
+        return sync_report(version, started, exported, shared["bytes"], reports)
+
+    def close(self) -> None:
+        self.learners.clear_shared_memory()
 
 
-def make_sync(name: str, learners, pool, lora: bool):
-    try:
-        return SYNC_BACKENDS[name](learners, pool, lora)
-    except KeyError:
-        raise ValueError(f"unknown sync backend {name!r}; expected one of {sorted(SYNC_BACKENDS)}") from None
+SYNC_BACKENDS = {"object_store": ObjectStoreSync, "shared_memory": SharedMemorySync}
+
+
+def make_sync(name: str, learners, pool, lora: bool, run_key: str = ""):
+    """The named backend; `run_key` (the run directory) names the shared-memory store."""
+    if name not in SYNC_BACKENDS:
+        raise ValueError(f"unknown sync backend {name!r}; expected one of {sorted(SYNC_BACKENDS)}")
+    return SYNC_BACKENDS[name](learners, pool, lora, run_key=run_key)

@@ -101,6 +101,28 @@ class RolloutWorker:
         for old in versions[:-KEEP_ADAPTER_VERSIONS]:
             shutil.rmtree(self.adapter_root / f"v{old}", ignore_errors=True)
 
+    def use_shared_policy(self, version: int, shared: dict[str, Any]) -> dict[str, Any]:
+        """Serve a version published in this node's shared memory (see learner.shared_store): the
+        adapter directory in place (LoRA), or the engine's weights reloaded from its bucket files."""
+        import ray
+
+        started = time.perf_counter()
+        here = ray.get_runtime_context().get_node_id()
+        if shared["node_id"] != here or not Path(shared["directory"]).is_dir():
+            raise RuntimeError(
+                f"rollout actor {self.name} (node {here[:8]}) cannot read the learner's shared memory on node "
+                f"{shared['node_id'][:8]}: rl.sync_backend=shared_memory needs every rollout actor on the learner "
+                "rank 0's node; use rl.sync_backend=object_store across nodes"
+            )
+        if shared["files"]:
+            from rollout.weight_update import apply_weight_files
+
+            apply_weight_files(self.llm, [str(Path(shared["directory"]) / name) for name in shared["files"]])
+            self.version = version
+        else:
+            self.use_adapter(version, shared["directory"])
+        return {"actor": self.name, "version": version, "seconds": time.perf_counter() - started}
+
     def load_weights(self, version: int, buckets: list[list[tuple[str, Any]]]) -> dict[str, Any]:
         """Full fine-tuning: replace the engine's weights from (name, tensor) buckets."""
         started = time.perf_counter()

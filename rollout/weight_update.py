@@ -41,15 +41,32 @@ class WeightUpdateExtension:
         return len(encoded)
 
 
+    def skinr1_reload_file(self, path: str) -> int:
+        """Reload from one safetensors bucket file in shared memory: only the path crosses the RPC."""
+        from safetensors.torch import load_file
+
+        tensors = load_file(path)
+        self.reload_weights(weights_iterator=iter(tensors.items()))
+        return len(tensors)
+
+
 def apply_weight_buckets(llm, buckets: list[list[tuple[str, Any]]]) -> int:
     """Push every bucket to every worker of `llm` (one RPC per bucket); returns tensors loaded."""
-    total = 0
-    for bucket in buckets:
-        counts = llm.collective_rpc("skinr1_reload_bucket", args=(encode_bucket(bucket),))
-        total += counts[0]
+    total = sum(llm.collective_rpc("skinr1_reload_bucket", args=(encode_bucket(bucket),))[0] for bucket in buckets)
+    _forget_old_weights(llm)
+    return total
+
+
+def apply_weight_files(llm, paths: list[str]) -> int:
+    """Reload every bucket file on every worker of `llm` (one RPC per file); returns tensors loaded."""
+    total = sum(llm.collective_rpc("skinr1_reload_file", args=(path,))[0] for path in paths)
+    _forget_old_weights(llm)
+    return total
+
+
+def _forget_old_weights(llm) -> None:
     # Caches computed with the old weights: KV blocks, and image encodings (the workers dropped
     # theirs in reload_weights; the front end must forget them too or it reports a cache miss).
     llm.reset_prefix_cache()
     llm.llm_engine.reset_encoder_cache()  # the scheduler's bookkeeping and the workers' storage
     llm.reset_mm_cache()
-    return total

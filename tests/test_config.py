@@ -108,6 +108,23 @@ def test_full_finetuning_rl_is_refused_clearly():
         load_run_config(None, ["rl.learner.lora.enabled=false"])
 
 
+def test_sync_backends_are_checked_by_name():
+    from skinr1.config.schema import load_run_config
+
+    assert load_run_config(None, ["rl.sync_backend=shared_memory"]).rl.sync_backend == "shared_memory"
+    with pytest.raises(ConfigError, match="object_store"):
+        load_run_config(None, ["rl.sync_backend=nccl"])
+
+
+def test_reward_probe_settings_are_checked():
+    from skinr1.config.schema import load_run_config
+
+    with pytest.raises(ConfigError, match="probe"):
+        load_run_config(None, ["rl.probe_every=-1"])
+    with pytest.raises(ConfigError, match="probe"):
+        load_run_config(None, ["rl.probe_prompts=0"])
+
+
 def test_run_dir_uri_is_refused_with_the_reason():
     from skinr1.config.loader import ConfigError
     from skinr1.config.schema import load_run_config

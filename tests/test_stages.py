@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-from skinr1.pipeline.stages import artifact_identity, run_stage
+import pytest
+
+from skinr1.pipeline.stages import UnfinishedStageConflict, artifact_identity, run_stage
 
 
 def test_identity_changes_when_an_input_is_rebuilt(tmp_path):
@@ -38,3 +40,21 @@ def test_unfinished_stage_keeps_its_partial_work_for_resume(tmp_path):
     (directory / "checkpoint").write_text("partial")  # a crashed run: no marker yet
     assert run_stage("s", directory, {"lr": 1}, lambda: {"ok": True})["ok"]
     assert (directory / "checkpoint").is_file()
+
+
+def test_unfinished_stage_started_with_other_settings_is_neither_resumed_nor_discarded(tmp_path):
+    directory = tmp_path / "stage"
+
+    def crash():
+        (directory / "checkpoint").write_text("made with lr 1")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run_stage("s", directory, {"lr": 1}, crash)
+    with pytest.raises(UnfinishedStageConflict, match="--fresh"):
+        run_stage("s", directory, {"lr": 2}, lambda: {"ok": True})
+    assert (directory / "checkpoint").read_text() == "made with lr 1"  # nothing lost
+    # The same settings resume it; --fresh starts over.
+    assert run_stage("s", directory, {"lr": 1}, lambda: {"resumed": (directory / "checkpoint").is_file()})["resumed"]
+    assert not (directory / "stage.pending.json").exists()
+    assert run_stage("s", directory, {"lr": 2}, lambda: {"resumed": (directory / "checkpoint").is_file()}, fresh=True)["resumed"] is False

@@ -8,7 +8,7 @@ import argparse
 def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
     parser.add_argument("--config", default=default, help="run config YAML (e.g. skinr1/configs/demo.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. sft.epochs=2")
-    parser.add_argument("--fresh", action="store_true", help="recompute stages that already finished")
+    parser.add_argument("--fresh", action="store_true", help="recompute every stage, discarding finished results and unfinished checkpoints")
 
 
 def load_config_from_args(args: argparse.Namespace):

@@ -15,7 +15,7 @@ DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="run the embedded demo end to end (tiny model, synthetic data)")
     parser.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
-    parser.add_argument("--fresh", action="store_true", help="recompute stages that already finished")
+    parser.add_argument("--fresh", action="store_true", help="recompute every stage, discarding finished results and unfinished checkpoints")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="demo config overrides, e.g. rl.steps=10")
     parser.set_defaults(func=run_demo)
 

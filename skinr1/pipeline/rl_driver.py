@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # Reward scoring is light: half a logical CPU per reward actor.
 REWARD_CPUS = 0.5
+# Sampling seed of every reward probe: the same images and seed each time, so only the policy varies.
+PROBE_SEED = 7919
 
 
 class SimulatedCrash(RuntimeError):
@@ -111,7 +113,7 @@ class GRPODriver:
                                 placement_timeout_s=rl.rollout.placement_timeout_s,
                                 startup_timeout_s=rl.rollout.startup_timeout_s)
         self.learners = LearnerGroup(self.policy_base, rl, self.seed, placement_group=self.groups["learners"])
-        self.sync = make_sync(rl.sync_backend, self.learners, self.pool, lora)
+        self.sync = make_sync(rl.sync_backend, self.learners, self.pool, lora, run_key=str(self.rl_dir.resolve()))
         self.job_id = scaling.current_job_id()
         self.control = scaling.start_control(self.job_id, rl.rollout.min_workers, rl.rollout.max_workers)
         self.startup_s = time.perf_counter() - started
@@ -132,24 +134,40 @@ class GRPODriver:
 
     # ----------------------------------------------------------------- one step
     def _next_requests(self, count: int) -> list[RolloutRequest]:
-        from skinr1.prompts.questions import make_question
-
         requests = []
         for index in stream_indices(len(self.records), self.seed, self.cursor, count):
-            record = self.records[index]
-            question = make_question(
-                self.tokenizer, record.record_id, record.image, record.node_id, self.rl.mode, self.taxonomy,
-                self.distractors[record.source], include_system_prompt=self.include_system_prompt, seed=self.seed,
-            )
-            metadata = {"label": record.node_id, "options": [o.to_dict() for o in question.options], "record_id": record.record_id}
-            requests.append(RolloutRequest(f"{self.cursor}:{record.record_id}", question.prompt, record.image, metadata))
+            requests.append(self._request(self.records[index], f"{self.cursor}:{self.records[index].record_id}"))
             self.cursor += 1
         return requests
 
-    def _score(self, results: list[RolloutResult]) -> tuple[list[Group], list[dict]]:
+    def _request(self, record, prompt_id: str) -> RolloutRequest:
+        from skinr1.prompts.questions import make_question
+
+        question = make_question(
+            self.tokenizer, record.record_id, record.image, record.node_id, self.rl.mode, self.taxonomy,
+            self.distractors[record.source], include_system_prompt=self.include_system_prompt, seed=self.seed,
+        )
+        metadata = {"label": record.node_id, "options": [o.to_dict() for o in question.options], "record_id": record.record_id}
+        return RolloutRequest(prompt_id, question.prompt, record.image, metadata)
+
+    def _probe(self) -> dict[str, Any]:
+        """Score G fresh samples of the fixed probe images (same seed every time; nothing is trained)."""
+        started = time.perf_counter()
+        count = min(self.rl.probe_prompts, len(self.records))
+        # Its own shuffle (seed + 1) of the manifest, fixed for the whole run.
+        requests = [self._request(self.records[i], f"probe:{self.records[i].record_id}")
+                    for i in stream_indices(len(self.records), self.seed + 1, 0, count)]
+        results = self.pool.generate(requests, self.rl.sampling, seed=PROBE_SEED)
+        _, scored = self._score(results, requests)
+        summary = _reward_summary(scored, self.taxonomy)
+        return {**{f"probe_{k}": v for k, v in summary.items()}, "probe_policy_version": self.version,
+                "probe_s": time.perf_counter() - started}
+
+    def _score(self, results: list[RolloutResult], requests: list[RolloutRequest]) -> tuple[list[Group], list[dict]]:
         from rewards.scoring import RewardSample
         from skinr1.prompts.choice import ChoiceOption
 
+        by_id = {r.prompt_id: r for r in requests}
         records = []
         for result in results:
             options = tuple(ChoiceOption.from_dict(o) for o in result.metadata["options"])
@@ -160,7 +178,8 @@ class GRPODriver:
         for result in results:
             n = len(result.samples)
             rewards = [s["reward"] for s in scored[start : start + n]]
-            groups.append(Group(result.prompt_id, _prompt_of(result), result.metadata.get("image", ""),
+            request = by_id[result.prompt_id]
+            groups.append(Group(result.prompt_id, request.prompt, request.image,
                                 [s.token_ids for s in result.samples], [s.logprobs for s in result.samples],
                                 rewards, result.policy_version))
             start += n
@@ -187,6 +206,10 @@ class GRPODriver:
 
     def run_step(self) -> dict[str, Any]:
         rl = self.rl
+        # A probe before the update (the policy this step samples from); the last step's row gets
+        # the final policy's probe instead.
+        due = rl.probe_every and self.step % rl.probe_every == 0 and self.step + 1 < rl.steps
+        probe = self._probe() if due else {}
         timings = {"generate_s": 0.0, "reward_s": 0.0, "learn_s": 0.0, "sync_s": 0.0, "wait_s": 0.0}
         step_started = time.perf_counter()
         kept: list[Group] = []
@@ -205,12 +228,8 @@ class GRPODriver:
             tick = time.perf_counter()
             results = self.pool.collect(work.tickets, rl.sampling, seed=work.seed)
             timings["generate_s"] += time.perf_counter() - tick
-            by_id = {r.prompt_id: r for r in work.requests}
-            for result in results:
-                result.metadata["image"] = by_id[result.prompt_id].image
-                result.metadata["prompt"] = by_id[result.prompt_id].prompt
             tick = time.perf_counter()
-            groups, scored = self._score(results)
+            groups, scored = self._score(results, work.requests)
             timings["reward_s"] += time.perf_counter() - tick
             all_scored += scored
             informative, constant = split_constant(groups, rl.sampling.group_size)
@@ -249,6 +268,9 @@ class GRPODriver:
         metrics.update({"policy_version": self.version, "cursor": self.data_cursor, "pool_size": self.pool.size,
                         "pool_target": self.target, "prompts": [g.prompt_id for g in kept], "pool_events": events,
                         "rollout_versions": sorted({g.policy_version for g in kept})})
+        if rl.probe_every and self.step == rl.steps:
+            probe = self._probe()  # the final policy
+        metrics.update(probe)
         self.curve.append(metrics["reward_mean"])
         return metrics
 
@@ -287,20 +309,17 @@ class GRPODriver:
     def shutdown(self) -> None:
         from skinr1.placement import release
 
-        for part in ("pool", "learners", "rewards"):
+        # The sync first: its shared-memory files are freed through the learners.
+        for part, stop in (("sync", "close"), ("pool", "shutdown"), ("learners", "shutdown"), ("rewards", "shutdown")):
             component = getattr(self, part, None)
             if component is not None:
                 try:
-                    component.shutdown()
+                    getattr(component, stop)()
                 except Exception as error:  # keep shutting the rest down
                     log.warning("shutting down %s: %s", part, error)
         for group in self.groups.values():
             release(group)
         self.groups = {}
-
-
-def _prompt_of(result: RolloutResult) -> str:
-    return result.metadata["prompt"]
 
 
 def _reward_summary(scored: list[dict], taxonomy) -> dict[str, float]:

@@ -14,6 +14,12 @@ from typing import Any, Callable
 from skinr1.config.schema import TINY_MODEL, SkinR1Config
 
 MARKER = "stage.json"
+PENDING = "stage.pending.json"
+"""Written when a stage starts: which settings its partial work (checkpoints) was made with."""
+
+
+class UnfinishedStageConflict(ValueError):
+    """An unfinished stage's partial work was made with other settings than this run asks for."""
 
 
 def _fingerprint(settings: Any) -> str:
@@ -56,14 +62,29 @@ def run_stage(name: str, directory: Path, settings: Any, work: Callable[[], dict
             # Finished with other settings or inputs: its checkpoints must not seed this run.
             print(f"[{name}] settings or inputs changed since {directory} finished: recomputing")
             fresh = True
+        elif _pending_fingerprint(directory) not in (None, _fingerprint(settings)):
+            # Resuming would continue another configuration's run (its optimizer, schedule, data
+            # order) under this one's name; discarding it silently would lose work.
+            raise UnfinishedStageConflict(
+                f"{directory} holds an unfinished {name} run started with other settings or inputs; "
+                "rerun with --fresh to discard it, or with the settings it started with to resume it"
+            )
     if fresh and directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(settings)
+    write_text_atomic(directory / PENDING, json.dumps({"stage": name, "fingerprint": fingerprint}))
     started = time.perf_counter()
     result = work()
-    record = {"stage": name, "fingerprint": _fingerprint(settings), "seconds": time.perf_counter() - started, "result": result}
+    record = {"stage": name, "fingerprint": fingerprint, "seconds": time.perf_counter() - started, "result": result}
     write_text_atomic(directory / MARKER, json.dumps(record, indent=2, default=str))
+    (directory / PENDING).unlink(missing_ok=True)
     return result | {"seconds": record["seconds"], "reused": False}
+
+
+def _pending_fingerprint(directory: Path) -> str | None:
+    pending = directory / PENDING
+    return json.loads(pending.read_text()).get("fingerprint") if pending.is_file() else None
 
 
 def base_model_stage(config: SkinR1Config, fresh: bool = False) -> str:

@@ -1,0 +1,86 @@
+"""After a sync, a rollout actor samples from the learner's policy: each backend, real Ray + vLLM + DeepSpeed.
+
+The learner first moves its policy far from the start (a few large-lr updates); completions the
+actor samples before the sync disagree with the learner's log-probs, and after a sync through each
+backend they agree up to the engines' numerical differences.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+from PIL import Image
+
+from learner.grpo_config import GRPOConfig, LearnerConfig, LossConfig
+from learner.policy_batch import TrainSample
+from rollout.sampling import RolloutRequest, SamplingSettings
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def _gap(learners, pool, prompt: str, image: str, sampling: SamplingSettings, seed: int) -> tuple[float, int]:
+    """Mean |rollout - learner| per-token log-prob over fresh samples, and the version that made them."""
+    [result] = pool.generate([RolloutRequest("p", prompt, image)], sampling, seed=seed)
+    samples = [TrainSample(prompt, image, s.token_ids, s.logprobs, 0.0) for s in result.samples]
+    learner_values = learners.policy_logprobs(samples)
+    gaps = [abs(a - b) for sample, row in zip(samples, learner_values) for a, b in zip(sample.rollout_logprobs, row)]
+    assert gaps and all(len(row) == len(s.token_ids) for s, row in zip(samples, learner_values))
+    return statistics.fmean(gaps), result.policy_version
+
+
+def test_rollout_serves_the_learner_policy_after_each_backend_sync(tiny_model_dir, ray_local, tmp_path):
+    from learner.group import LearnerGroup
+    from learner.shared_store import SHARED_MEMORY_ROOT, store_name
+    from learner.weight_sync import make_sync
+    from rollout.engine import EngineSettings
+    from rollout.pool import ActorResources, RolloutPool
+    from skinr1.models.loading import load_processor
+    from skinr1.prompts.questions import make_question
+
+    image = str(tmp_path / "lesion.png")
+    Image.new("RGB", (64, 64), (120, 40, 60)).save(image)
+    sampling = SamplingSettings(group_size=4, temperature=1.0, max_tokens=24)
+    config = GRPOConfig(
+        steps=4, prompts_per_step=1, mode="open", sampling=sampling,
+        loss=LossConfig(kl_beta=0.0, tis_cap=0.0),
+        learner=LearnerConfig(num_ranks=1, micro_batch_size=4, learning_rate=2e-2),
+    )
+    learners = LearnerGroup(str(tiny_model_dir), config, seed=0)
+    engine = EngineSettings(max_model_len=512, enable_lora=True, max_lora_rank=config.learner.lora.rank, seed=0)
+    pool = RolloutPool(str(tiny_model_dir), engine, 1, ActorResources(num_cpus=1))
+    run_key = str(tmp_path / "run")
+    shared_dir = SHARED_MEMORY_ROOT / store_name(run_key)
+    try:
+        tokenizer = load_processor(str(tiny_model_dir)).tokenizer
+        prompt = make_question(tokenizer, "r0", image, "melanoma", "open", include_system_prompt=False).prompt
+        # Move the policy far: reward one completion and penalise another, with a large learning rate.
+        good = tokenizer.encode("<final diagnosis>melanoma (malignant)</final diagnosis>")
+        bad = tokenizer.encode("<final diagnosis>psoriasis (non-neoplastic)</final diagnosis>")
+        batch = [TrainSample(prompt, image, ids, [0.0] * len(ids), advantage)
+                 for ids, advantage in ((good, 1.0), (bad, -1.0), (good, 1.0), (bad, -1.0))]
+        for _ in range(3):
+            learners.train_step(batch, step_tokens=sum(len(s.completion_ids) for s in batch))
+
+        stale_gap, stale_version = _gap(learners, pool, prompt, image, sampling, seed=1)
+        assert stale_version == 0
+
+        gaps = {}
+        for version, backend in enumerate(("object_store", "shared_memory"), start=1):
+            sync = make_sync(backend, learners, pool, lora=True, run_key=run_key)
+            report = sync.push(version)
+            assert report["version"] == version and report["actors"] == 1 and report["bytes"] > 0
+            gaps[backend], served = _gap(learners, pool, prompt, image, sampling, seed=1 + version)
+            assert served == version
+            if backend == "shared_memory":
+                assert [p.name for p in shared_dir.iterdir()] == [f"v{version}"]
+                sync.close()
+                assert not shared_dir.exists()
+    finally:
+        pool.shutdown()
+        learners.shutdown()
+    print(f"log-prob gap per token: stale {stale_gap:.4f}, after sync {gaps}")
+    for backend, gap in gaps.items():
+        assert gap < 0.05, (backend, gap, stale_gap)  # the learner's policy, up to float noise
+    assert stale_gap > 10 * max(gaps.values()), (stale_gap, gaps)  # the check can tell policies apart
+
