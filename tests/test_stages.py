@@ -58,3 +58,14 @@ def test_unfinished_stage_started_with_other_settings_is_neither_resumed_nor_dis
     assert run_stage("s", directory, {"lr": 1}, lambda: {"resumed": (directory / "checkpoint").is_file()})["resumed"]
     assert not (directory / "stage.pending.json").exists()
     assert run_stage("s", directory, {"lr": 2}, lambda: {"resumed": (directory / "checkpoint").is_file()}, fresh=True)["resumed"] is False
+
+
+def test_rl_fingerprint_ignores_how_the_run_is_operated():
+    from skinr1.config.schema import load_run_config
+    from skinr1.pipeline.stages import rl_training_identity
+
+    base = rl_training_identity(load_run_config(None, []).rl)
+    operated = load_run_config(None, ["rl.stop_after_step=1", "rl.rollout.max_workers=4", "rl.probe_every=5",
+                                      "rl.checkpoint_every=3", "rl.rollout.resources.num_cpus=2"]).rl
+    assert rl_training_identity(operated) == base  # a crash drill or a bigger pool resumes the same run
+    assert rl_training_identity(load_run_config(None, ["rl.learner.learning_rate=3e-4"]).rl) != base

@@ -154,6 +154,23 @@ def rl_policy_base(config: SkinR1Config, base_model: str, sft_policy: Path | Non
     return str(merged / "model")
 
 
+# How a GRPO run is operated, not what it trains: a run resumes (or is reused) across changes to these.
+OPERATIONAL_RL_SETTINGS = ("stop_after_step", "kill_rollout_actor_at_step", "checkpoint_every", "keep_checkpoints",
+                           "probe_every", "probe_prompts")
+OPERATIONAL_ROLLOUT_SETTINGS = ("num_workers", "min_workers", "max_workers", "placement_timeout_s",
+                                "startup_timeout_s", "resources")
+
+
+def rl_training_identity(rl) -> dict[str, Any]:
+    """The GRPO settings that decide what is trained (the stage's fingerprint)."""
+    settings = dataclasses.asdict(rl)
+    for name in OPERATIONAL_RL_SETTINGS:
+        settings.pop(name)
+    for name in OPERATIONAL_ROLLOUT_SETTINGS:
+        settings["rollout"].pop(name)
+    return settings
+
+
 def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, data_dir: Path, fresh: bool = False) -> Path:
     """Hierarchical GRPO; resumes from the run's last checkpoint; returns the final policy dir."""
     from skinr1.metrics import MetricsLogger
@@ -161,7 +178,7 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
     from skinr1.pipeline.rl_driver import GRPODriver, write_final_policy
 
     rl_dir = config.rl_dir
-    marker = {"rl": config.rl, "reward": config.reward, "data": str(data_dir),
+    marker = {"rl": rl_training_identity(config.rl), "reward": config.reward, "data": str(data_dir),
               "sft": artifact_identity(sft_policy) if sft_policy is not None else None}
 
     def work() -> dict:
