@@ -108,12 +108,14 @@ class RolloutWorker:
 
         started = time.perf_counter()
         here = ray.get_runtime_context().get_node_id()
-        if shared["node_id"] != here or not Path(shared["directory"]).is_dir():
+        if shared["node_id"] != here:
             raise RuntimeError(
                 f"rollout actor {self.name} (node {here[:8]}) cannot read the learner's shared memory on node "
                 f"{shared['node_id'][:8]}: rl.sync_backend=shared_memory needs every rollout actor on the learner "
                 "rank 0's node; use rl.sync_backend=object_store across nodes"
             )
+        if not Path(shared["directory"]).is_dir():
+            raise RuntimeError(f"policy version {version} is no longer in shared memory ({shared['directory']})")
         if shared["files"]:
             from rollout.weight_update import apply_weight_files
 
