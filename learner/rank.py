@@ -189,8 +189,7 @@ class LearnerRank:
                 if self.config.learner.lora.enabled:
                     self.engine.module.save_pretrained(str(staging), safe_serialization=True)
                     return
-                named = ((name, p.detach().to("cpu")) for name, p in self.engine.module.named_parameters())
-                files.extend(write_weight_buckets(staging, bucket_named_tensors(named, bucket_bytes)))
+                files.extend(write_weight_buckets(staging, bucket_named_tensors(self._cpu_weights(), bucket_bytes)))
 
             directory = self._shared_store.publish(version, write)
         return {
@@ -211,8 +210,11 @@ class LearnerRank:
         with self._gathered():
             if self.rank != 0:
                 return None
-            named = ((name, p.detach().to("cpu").contiguous()) for name, p in self.engine.module.named_parameters())
-            return bucket_named_tensors(named, bucket_bytes)
+            return bucket_named_tensors(self._cpu_weights(), bucket_bytes)
+
+    def _cpu_weights(self):
+        """(name, contiguous CPU tensor) for every parameter, lazily (call inside `_gathered`)."""
+        return ((name, p.detach().to("cpu").contiguous()) for name, p in self.engine.module.named_parameters())
 
     def _gathered(self):
         import contextlib

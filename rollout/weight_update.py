@@ -40,7 +40,6 @@ class WeightUpdateExtension:
         self.reload_weights(weights_iterator=iter(decode_bucket(encoded)))
         return len(encoded)
 
-
     def skinr1_reload_file(self, path: str) -> int:
         """Reload from one safetensors bucket file in shared memory: only the path crosses the RPC."""
         from safetensors.torch import load_file
