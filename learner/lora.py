@@ -55,3 +55,32 @@ def apply_lora(model, settings: LoraSettings):
         bias="none",
     )
     return get_peft_model(model, config)
+
+
+PEFT_PREFIX = "base_model.model."
+
+
+def checkpoint_name(peft_name: str) -> str:
+    """A PEFT-wrapped parameter's name in the plain checkpoint ("base_model.model.x.base_layer.weight"
+    -> "x.weight"), the name vLLM's weight loader expects."""
+    return peft_name.removeprefix(PEFT_PREFIX).replace(".base_layer.", ".")
+
+
+def merged_weights(peft_model):
+    """(checkpoint name, tensor) of every base weight with the active adapter merged in, computed
+    out of place: the trained model is untouched (an in-place merge/unmerge would drift the base
+    weights by float rounding every sync). Adapter tensors themselves are not yielded."""
+    from peft.tuners.lora import LoraLayer
+
+    deltas = {}
+    for name, module in peft_model.named_modules():
+        if isinstance(module, LoraLayer) and not module.disable_adapters:
+            delta = sum(module.get_delta_weight(adapter) for adapter in module.active_adapters if adapter in module.lora_A)
+            deltas[f"{name}.base_layer.weight"] = delta
+    for name, parameter in peft_model.named_parameters():
+        if ".lora_" in name:
+            continue
+        tensor = parameter.detach()
+        if name in deltas:
+            tensor = tensor + deltas[name].to(tensor.dtype)
+        yield checkpoint_name(name), tensor

@@ -186,7 +186,7 @@ class LearnerRank:
             files: list[str] = []
 
             def write(staging: Path) -> None:
-                if self.config.learner.lora.enabled:
+                if not self.config.syncs_full_weights:
                     self.engine.module.save_pretrained(str(staging), safe_serialization=True)
                     return
                 files.extend(write_weight_buckets(staging, bucket_named_tensors(self._cpu_weights(), bucket_bytes)))
@@ -204,7 +204,8 @@ class LearnerRank:
             self._shared_store.clear()
 
     def export_weight_buckets(self, bucket_bytes: int) -> list[list[tuple[str, Any]]] | None:
-        """Full fine-tuning: (name, tensor) pairs grouped into buckets of about `bucket_bytes`."""
+        """Full weights (full fine-tuning, or a LoRA adapter merged in): (name, tensor) pairs in
+        layer-aligned buckets of about `bucket_bytes`."""
         from learner.weight_sync import bucket_named_tensors
 
         with self._gathered():
@@ -213,8 +214,18 @@ class LearnerRank:
             return bucket_named_tensors(self._cpu_weights(), bucket_bytes)
 
     def _cpu_weights(self):
-        """(name, contiguous CPU tensor) for every parameter, lazily (call inside `_gathered`)."""
-        return ((name, p.detach().to("cpu").contiguous()) for name, p in self.engine.module.named_parameters())
+        """(checkpoint name, contiguous CPU tensor) of the policy's full weights, a LoRA adapter
+        merged in, lazily (call inside `_gathered`)."""
+        module = self.engine.module
+        if self.config.learner.lora.enabled:
+            from learner.lora import merged_weights
+
+            named = merged_weights(module)
+        else:
+            named = ((name, p.detach()) for name, p in module.named_parameters())
+        # A copy, always: DeepSpeed's parameters can be views into one flat buffer, and a view
+        # pickles (object store) with its whole storage, the full model once per tensor.
+        return ((name, tensor.to("cpu", copy=True).contiguous()) for name, tensor in named)
 
     def _gathered(self):
         import contextlib
@@ -222,19 +233,29 @@ class LearnerRank:
         if self.config.learner.deepspeed.zero_stage == 3:
             import deepspeed
 
-            params = [p for p in self.engine.module.parameters() if p.requires_grad or not self.config.learner.lora.enabled]
+            # An adapter export needs the adapter's partitions; a full-weight export every weight.
+            full = self.config.syncs_full_weights
+            params = [p for p in self.engine.module.parameters() if p.requires_grad or full]
             return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
         return contextlib.nullcontext()
 
     # ----------------------------------------------------------------- checkpoints
     def save(self, directory: str) -> None:
+        """Every rank's DeepSpeed state, and (rank 0) the policy in Hugging Face format under
+        `policy/`: the adapter (LoRA) or the whole model (full fine-tuning). Collective."""
         self.engine.save_state(Path(directory) / "engine", self.rank)
-        files = self.export_policy() if self.config.learner.lora.enabled else None
-        if self.rank == 0 and files:
-            policy = Path(directory) / "policy"
-            policy.mkdir(parents=True, exist_ok=True)
-            for name, payload in files.items():
-                (policy / name).write_bytes(payload)
+        policy = Path(directory) / "policy"
+        if self.config.learner.lora.enabled:
+            files = self.export_policy()
+            if self.rank == 0:
+                policy.mkdir(parents=True, exist_ok=True)
+                for name, payload in files.items():
+                    (policy / name).write_bytes(payload)
+        else:
+            with self._gathered():
+                if self.rank == 0:
+                    self.engine.module.save_pretrained(str(policy), safe_serialization=True)
+        if self.rank == 0:
             self.processor.save_pretrained(policy)
 
     def load(self, directory: str) -> None:

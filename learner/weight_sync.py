@@ -18,22 +18,39 @@ from typing import Any, Iterable
 DEFAULT_BUCKET_BYTES = 64 * 1024 * 1024
 
 
-def bucket_named_tensors(named: Iterable[tuple[str, Any]], bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> list[list[tuple[str, Any]]]:
-    """Group (name, tensor) pairs into lists of about `bucket_bytes` each, in order.
+def weight_group(name: str) -> str:
+    """The unit a bucket must not split: the name up to its first numeric part (one decoder layer
+    or vision block), else the module path.
 
-    A tensor larger than a bucket gets a bucket of its own; no tensor is split.
+    vLLM fuses some checkpoint tensors into one kernel tensor (q/k/v -> qkv_proj, gate/up ->
+    gate_up_proj, experts -> one MoE layer), all inside one numbered block. Its in-place reload
+    processes a layer once per call: a layer whose tensors arrive in two calls is rebuilt from the
+    first part alone, and the engine's outputs turn to garbage.
     """
+    parts = name.split(".")
+    for index, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[: index + 1])
+    return ".".join(parts[:-1]) or name
+
+
+def bucket_named_tensors(named: Iterable[tuple[str, Any]], bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> list[list[tuple[str, Any]]]:
+    """Group (name, tensor) pairs into lists of about `bucket_bytes` each, in order, never splitting
+    a `weight_group` (a group larger than a bucket gets a bucket of its own; no tensor is split)."""
     if bucket_bytes <= 0:
         raise ValueError(f"bucket_bytes must be > 0, got {bucket_bytes}")
+    groups: dict[str, list[tuple[str, Any]]] = {}
+    for name, tensor in named:
+        groups.setdefault(weight_group(name), []).append((name, tensor))
     buckets: list[list[tuple[str, Any]]] = []
     current: list[tuple[str, Any]] = []
     size = 0
-    for name, tensor in named:
-        nbytes = tensor.numel() * tensor.element_size()
+    for members in groups.values():
+        nbytes = sum(tensor.numel() * tensor.element_size() for _, tensor in members)
         if current and size + nbytes > bucket_bytes:
             buckets.append(current)
             current, size = [], 0
-        current.append((name, tensor))
+        current.extend(members)
         size += nbytes
     if current:
         buckets.append(current)
@@ -105,8 +122,9 @@ class SharedMemorySync:
 SYNC_BACKENDS = {"object_store": ObjectStoreSync, "shared_memory": SharedMemorySync}
 
 
-def make_sync(name: str, learners, pool, lora: bool, run_key: str = ""):
-    """The named backend; `run_key` (the run directory) names the shared-memory store."""
+def make_sync(name: str, learners, pool, lora: bool, run_key: str = "", bucket_bytes: int = DEFAULT_BUCKET_BYTES):
+    """The named backend; `run_key` (the run directory) names the shared-memory store; `bucket_bytes`
+    sizes full-weight buckets (one reload call per bucket)."""
     if name not in SYNC_BACKENDS:
         raise ValueError(f"unknown sync backend {name!r}; expected one of {sorted(SYNC_BACKENDS)}")
-    return SYNC_BACKENDS[name](learners, pool, lora, run_key=run_key)
+    return SYNC_BACKENDS[name](learners, pool, lora, run_key=run_key, bucket_bytes=bucket_bytes)

@@ -8,6 +8,7 @@ vLLM's own, does not work.)
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 EXTENSION = "rollout.weight_update.WeightUpdateExtension"
@@ -33,19 +34,42 @@ def decode_bucket(encoded: list[tuple[str, str, list[int], bytes]]) -> list[tupl
     ]
 
 
+PARTIAL_RELOAD_MESSAGES = ("Failed to load weights", "Following weights were not loaded")
+"""vLLM's warnings for layers a reload call did not cover: every bucket but a whole-model one."""
+RELOAD_LOGGERS = ("vllm.model_executor.model_loader.reload.layerwise", "vllm.model_executor.model_loader.reload.inplace")
+
+
+class _PartialReloadFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(message in str(record.msg) for message in PARTIAL_RELOAD_MESSAGES)
+
+
 class WeightUpdateExtension:
-    """Mixed into vLLM's worker class; `self` is the worker."""
+    """Mixed into vLLM's worker class; `self` is the worker.
+
+    Each call reloads one bucket; the buckets never split a layer (see
+    `learner.weight_sync.weight_group`), and the layers a bucket leaves out keep their weights.
+    """
 
     def skinr1_reload_bucket(self, encoded: list[tuple[str, str, list[int], bytes]]) -> int:
-        self.reload_weights(weights_iterator=iter(decode_bucket(encoded)))
-        return len(encoded)
+        return self._reload_bucket(decode_bucket(encoded))
 
     def skinr1_reload_file(self, path: str) -> int:
         """Reload from one safetensors bucket file in shared memory: only the path crosses the RPC."""
         from safetensors.torch import load_file
 
-        tensors = load_file(path)
-        self.reload_weights(weights_iterator=iter(tensors.items()))
+        return self._reload_bucket(list(load_file(path).items()))
+
+    def _reload_bucket(self, tensors: list[tuple[str, Any]]) -> int:
+        quiet = _PartialReloadFilter()
+        loggers = [logging.getLogger(name) for name in RELOAD_LOGGERS]
+        for logger in loggers:
+            logger.addFilter(quiet)
+        try:
+            self.reload_weights(weights_iterator=iter(tensors))
+        finally:
+            for logger in loggers:
+                logger.removeFilter(quiet)
         return len(tensors)
 
 

@@ -101,11 +101,16 @@ def test_cli_accepts_overrides_around_flags():
         main(["rl", "--config", "x.yaml", "--bogus"])
 
 
-def test_full_finetuning_rl_is_refused_clearly():
+def test_what_rollout_engines_receive_follows_lora_and_lora_sync():
     from skinr1.config.schema import load_run_config
 
-    with pytest.raises(ConfigError, match="full fine-tuning"):
-        load_run_config(None, ["rl.learner.lora.enabled=false"])
+    assert not load_run_config(None, []).rl.syncs_full_weights  # adapters
+    assert load_run_config(None, ["rl.lora_sync=merged"]).rl.syncs_full_weights
+    assert load_run_config(None, ["rl.learner.lora.enabled=false"]).rl.syncs_full_weights
+    with pytest.raises(ConfigError, match="merged"):
+        load_run_config(None, ["rl.lora_sync=fused"])
+    with pytest.raises(ConfigError, match="sync_bucket_mb"):
+        load_run_config(None, ["rl.sync_bucket_mb=0"])
 
 
 def test_sync_backends_are_checked_by_name():

@@ -137,3 +137,29 @@ def test_encode_record_labels_only_the_assistant(tiny_model_dir, tmp_path):
     broken = SFTRecord("b", str(tmp_path / "missing.png"), record.messages)
     with pytest.raises(SFTDataError, match="missing.png"):
         encode_record(processor, broken, max_length=512)
+
+
+def test_merged_weights_equal_peft_merge_and_leave_the_model_untouched(tiny_model_dir):
+    import torch
+
+    from learner.lora import apply_lora, checkpoint_name, merged_weights
+    from skinr1.models.loading import load_policy
+
+    assert checkpoint_name("base_model.model.model.language_model.layers.0.self_attn.q_proj.base_layer.weight") == (
+        "model.language_model.layers.0.self_attn.q_proj.weight")
+    torch.manual_seed(0)
+    model = apply_lora(load_policy(str(tiny_model_dir)), LoraSettings(rank=4, alpha=8, dropout=0.0))
+    with torch.no_grad():  # a trained adapter: B is zero after initialisation
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.5)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    merged = dict(merged_weights(model))
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())  # out of place
+    reference = model.merge_and_unload().state_dict()
+    assert set(merged) == set(reference)  # every base weight, under its checkpoint name; no adapter tensors
+    base = load_policy(str(tiny_model_dir)).state_dict()
+    changed = [name for name in merged if not torch.equal(merged[name], base[name])]
+    assert any("q_proj" in name for name in changed) and any("visual.merger" in name for name in changed)
+    for name, tensor in merged.items():
+        torch.testing.assert_close(tensor, reference[name], rtol=1e-5, atol=1e-6)

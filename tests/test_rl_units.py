@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from learner.weight_sync import bucket_named_tensors
+from learner.weight_sync import bucket_named_tensors, weight_group
 from rollout.pool import split_evenly
 from skinr1.pipeline import rl_checkpoint
 from skinr1.pipeline.rl_batch import Group, completion_tokens, split_constant, stream_indices, train_samples
@@ -56,6 +56,28 @@ def test_buckets_keep_order_and_size():
     assert [[n for n, _ in b] for b in big] == [["big"], ["small"]]
     with pytest.raises(ValueError):
         bucket_named_tensors(named, 0)
+
+
+def test_weight_groups_follow_numbered_blocks():
+    assert weight_group("model.language_model.layers.12.self_attn.q_proj.weight") == "model.language_model.layers.12"
+    assert weight_group("model.visual.blocks.0.mlp.up_proj.bias") == "model.visual.blocks.0"
+    assert weight_group("model.language_model.norm.weight") == "model.language_model.norm"
+    assert weight_group("lm_head.weight") == "lm_head"
+    assert weight_group("scale") == "scale"
+
+
+def test_buckets_never_split_a_block_whose_tensors_vllm_fuses():
+    # q/k/v (and gate/up) of one layer become one fused tensor in vLLM: they must arrive in one
+    # reload call, even when the block is larger than a bucket or interleaved with other names.
+    def block(layer):
+        return [(f"model.layers.{layer}.self_attn.{p}.weight", torch.zeros(256)) for p in ("q_proj", "k_proj", "v_proj")]
+
+    named = [("model.embed_tokens.weight", torch.zeros(256)), *block(0), *block(1)[:2], ("lm_head.weight", torch.zeros(256)), block(1)[2]]
+    buckets = bucket_named_tensors(named, bucket_bytes=2 * 1024)
+    groups = [{weight_group(n) for n, _ in b} for b in buckets]
+    assert groups == [{"model.embed_tokens"}, {"model.layers.0"}, {"model.layers.1"}, {"lm_head"}]
+    assert sorted(n for b in buckets for n, _ in b) == sorted(n for n, _ in named)
+    assert [n for n, _ in buckets[2]] == [n for n, _ in block(1)]
 
 
 def test_checkpoints_are_atomic_and_pruned(tmp_path):

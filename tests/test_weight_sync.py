@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from learner.grpo_config import GRPOConfig, LearnerConfig, LossConfig
+from learner.lora import LoraSettings
 from learner.policy_batch import TrainSample
 from rollout.sampling import RolloutRequest, SamplingSettings
 
@@ -29,12 +30,15 @@ def _gap(learners, pool, prompt: str, image: str, sampling: SamplingSettings, se
     return statistics.fmean(gaps), result.policy_version
 
 
-def test_rollout_serves_the_learner_policy_after_each_backend_sync(tiny_model_dir, ray_local, tmp_path):
+@pytest.mark.parametrize("policy", ["lora_adapter", "lora_merged", "full"])
+def test_rollout_serves_the_learner_policy_after_each_backend_sync(policy, tiny_model_dir, ray_local, tmp_path):
+    """LoRA synced as adapter files, LoRA merged into full weights, and full fine-tuning."""
     from learner.group import LearnerGroup
     from learner.shared_store import SHARED_MEMORY_ROOT, store_name
     from learner.weight_sync import make_sync
     from rollout.engine import EngineSettings
     from rollout.pool import ActorResources, RolloutPool
+    from rollout.weight_update import EXTENSION
     from skinr1.models.loading import load_processor
     from skinr1.prompts.questions import make_question
 
@@ -42,12 +46,14 @@ def test_rollout_serves_the_learner_policy_after_each_backend_sync(tiny_model_di
     Image.new("RGB", (64, 64), (120, 40, 60)).save(image)
     sampling = SamplingSettings(group_size=4, temperature=1.0, max_tokens=24)
     config = GRPOConfig(
-        steps=4, prompts_per_step=1, mode="open", sampling=sampling,
+        steps=4, prompts_per_step=1, mode="open", sampling=sampling, lora_sync="merged" if policy == "lora_merged" else "adapter",
         loss=LossConfig(kl_beta=0.0, tis_cap=0.0),
-        learner=LearnerConfig(num_ranks=1, micro_batch_size=4, learning_rate=2e-2),
+        learner=LearnerConfig(num_ranks=1, micro_batch_size=4, learning_rate=2e-2, lora=LoraSettings(enabled=policy != "full")),
     )
     learners = LearnerGroup(str(tiny_model_dir), config, seed=0)
-    engine = EngineSettings(max_model_len=512, enable_lora=True, max_lora_rank=config.learner.lora.rank, seed=0)
+    adapters = not config.syncs_full_weights
+    engine = EngineSettings(max_model_len=512, enable_lora=adapters, max_lora_rank=config.learner.lora.rank, seed=0,
+                            worker_extension_cls=None if adapters else EXTENSION)
     pool = RolloutPool(str(tiny_model_dir), engine, 1, ActorResources(num_cpus=1))
     run_key = str(tmp_path / "run")
     shared_dir = SHARED_MEMORY_ROOT / store_name(run_key)
@@ -67,7 +73,8 @@ def test_rollout_serves_the_learner_policy_after_each_backend_sync(tiny_model_di
 
         gaps = {}
         for version, backend in enumerate(("object_store", "shared_memory"), start=1):
-            sync = make_sync(backend, learners, pool, lora=True, run_key=run_key)
+            # Tiny buckets: a full-weight sync then spans many reload calls (about one per layer).
+            sync = make_sync(backend, learners, pool, lora=adapters, run_key=run_key, bucket_bytes=64 * 1024)
             report = sync.push(version)
             assert report["version"] == version and report["actors"] == 1 and report["bytes"] > 0
             gaps[backend], served = _gap(learners, pool, prompt, image, sampling, seed=1 + version)
@@ -79,7 +86,7 @@ def test_rollout_serves_the_learner_policy_after_each_backend_sync(tiny_model_di
     finally:
         pool.shutdown()
         learners.shutdown()
-    print(f"log-prob gap per token: stale {stale_gap:.4f}, after sync {gaps}")
+    print(f"{policy}: log-prob gap per token: stale {stale_gap:.4f}, after sync {gaps}")
     for backend, gap in gaps.items():
         assert gap < 1e-3, (backend, gap, stale_gap)  # the learner's policy, up to float rounding (~1e-8 measured)
     assert stale_gap > 10 * max(gaps.values()), (stale_gap, gaps)  # the check can tell policies apart

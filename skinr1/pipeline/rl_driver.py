@@ -78,6 +78,7 @@ class GRPODriver:
         from learner.weight_sync import make_sync
         from rewards.actor import RewardPool
         from rollout.engine import EngineSettings
+        from rollout.weight_update import EXTENSION
         from rollout.pool import RolloutPool
         from skinr1 import placement
         from skinr1.models.loading import load_processor
@@ -98,22 +99,24 @@ class GRPODriver:
                 raise RuntimeError(f"the cluster has no room for the {role}: {bundles} (see `ray status`)")
         self.rewards = RewardPool(rl.num_reward_actors, self.reward_config, num_cpus_per_actor=REWARD_CPUS,
                                   placement_group=self.groups["rewards"])
-        lora = rl.learner.lora.enabled
+        # Engines serve LoRA adapters, or (full fine-tuning, lora_sync=merged) take full weights.
+        adapters = not rl.syncs_full_weights
         engine = EngineSettings(
             max_model_len=rl.rollout.max_model_len,
             gpu_memory_utilization=rl.rollout.gpu_memory_utilization,
             enforce_eager=rl.rollout.enforce_eager,
             tensor_parallel_size=rl.rollout.tensor_parallel_size,
-            enable_lora=lora,
+            enable_lora=adapters,
             max_lora_rank=rl.learner.lora.rank,
             seed=self.seed,
-            worker_extension_cls=None if lora else "rollout.weight_update.WeightUpdateExtension",
+            worker_extension_cls=None if adapters else EXTENSION,
         )
         self.pool = RolloutPool(self.policy_base, engine, rl.rollout.num_workers, rl.rollout.resources,
                                 placement_timeout_s=rl.rollout.placement_timeout_s,
                                 startup_timeout_s=rl.rollout.startup_timeout_s)
         self.learners = LearnerGroup(self.policy_base, rl, self.seed, placement_group=self.groups["learners"])
-        self.sync = make_sync(rl.sync_backend, self.learners, self.pool, lora, run_key=str(self.rl_dir.resolve()))
+        self.sync = make_sync(rl.sync_backend, self.learners, self.pool, adapters, run_key=str(self.rl_dir.resolve()),
+                              bucket_bytes=int(rl.sync_bucket_mb * 1024 * 1024))
         self.job_id = scaling.current_job_id()
         self.control = scaling.start_control(self.job_id, rl.rollout.min_workers, rl.rollout.max_workers)
         self.startup_s = time.perf_counter() - started

@@ -156,7 +156,7 @@ def rl_policy_base(config: SkinR1Config, base_model: str, sft_policy: Path | Non
 
 # How a GRPO run is operated, not what it trains: a run resumes (or is reused) across changes to these.
 OPERATIONAL_RL_SETTINGS = ("stop_after_step", "kill_rollout_actor_at_step", "checkpoint_every", "keep_checkpoints",
-                           "probe_every", "probe_prompts")
+                           "probe_every", "probe_prompts", "sync_backend", "sync_bucket_mb")
 OPERATIONAL_ROLLOUT_SETTINGS = ("num_workers", "min_workers", "max_workers", "placement_timeout_s",
                                 "startup_timeout_s", "resources")
 
