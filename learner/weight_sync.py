@@ -2,8 +2,8 @@
 
 Backends:
 - `object_store` (one node or many): LoRA pushes only the adapter files (a new `LoRARequest` per
-  version on every rollout actor); full fine-tuning pushes (name, tensor) buckets, one remote call
-  per bucket rather than one per parameter.
+  version on every rollout actor); full fine-tuning, or LoRA merged on the learner, pushes
+  (name, tensor) buckets, one remote call per bucket rather than one per parameter.
 - `shared_memory` (one node): learner rank 0 writes the version once into `/dev/shm` (the adapter
   directory, or one safetensors file per bucket) and the actors read it in place; only the path
   travels, nothing is copied per actor.
@@ -73,15 +73,15 @@ def sync_report(version: int, started: float, exported: float, payload_bytes: in
 class ObjectStoreSync:
     """Adapter files (LoRA) or weight buckets (full) through Ray's object store."""
 
-    def __init__(self, learners, pool, lora: bool, run_key: str = "", bucket_bytes: int = DEFAULT_BUCKET_BYTES):
+    def __init__(self, learners, pool, adapters: bool, run_key: str = "", bucket_bytes: int = DEFAULT_BUCKET_BYTES):
         self.learners = learners
         self.pool = pool
-        self.lora = lora
+        self.adapters = adapters
         self.bucket_bytes = bucket_bytes
 
     def push(self, version: int) -> dict[str, Any]:
         started = time.perf_counter()
-        if self.lora:
+        if self.adapters:
             files = self.learners.export_policy()
             exported = time.perf_counter()
             reports = self.pool.push_adapter(version, files)
@@ -100,7 +100,7 @@ class ObjectStoreSync:
 class SharedMemorySync:
     """Policy versions in the node's shared memory; rollout actors on that node load them in place."""
 
-    def __init__(self, learners, pool, lora: bool, run_key: str = "", bucket_bytes: int = DEFAULT_BUCKET_BYTES):
+    def __init__(self, learners, pool, adapters: bool, run_key: str = "", bucket_bytes: int = DEFAULT_BUCKET_BYTES):
         from learner.shared_store import store_name
 
         self.learners = learners
@@ -122,9 +122,9 @@ class SharedMemorySync:
 SYNC_BACKENDS = {"object_store": ObjectStoreSync, "shared_memory": SharedMemorySync}
 
 
-def make_sync(name: str, learners, pool, lora: bool, run_key: str = "", bucket_bytes: int = DEFAULT_BUCKET_BYTES):
-    """The named backend; `run_key` (the run directory) names the shared-memory store; `bucket_bytes`
+def make_sync(name: str, learners, pool, adapters: bool, run_key: str = "", bucket_bytes: int = DEFAULT_BUCKET_BYTES):
+    """The named backend; `adapters`: send LoRA adapter files (else full weights); `run_key` (the run directory) names the shared-memory store; `bucket_bytes`
     sizes full-weight buckets (one reload call per bucket)."""
     if name not in SYNC_BACKENDS:
         raise ValueError(f"unknown sync backend {name!r}; expected one of {sorted(SYNC_BACKENDS)}")
-    return SYNC_BACKENDS[name](learners, pool, lora, run_key=run_key, bucket_bytes=bucket_bytes)
+    return SYNC_BACKENDS[name](learners, pool, adapters, run_key=run_key, bucket_bytes=bucket_bytes)

@@ -1,4 +1,5 @@
-"""Full-weight updates of a running vLLM engine (full fine-tuning), bucket by bucket.
+"""Full-weight updates of a running vLLM engine (full fine-tuning, or a LoRA adapter merged on the
+learner: `rl.lora_sync=merged`), bucket by bucket.
 
 `WeightUpdateExtension` is installed into vLLM's workers (`worker_extension_cls`); each call hands
 one bucket of (name, tensor) pairs to the worker's `reload_weights`, vLLM's public in-place reload.

@@ -89,4 +89,4 @@ def test_weight_buckets_round_trip_through_files_in_order(tmp_path):
 
 def test_unknown_sync_backend_is_refused():
     with pytest.raises(ValueError, match="object_store"):
-        make_sync("nccl_magic", learners=None, pool=None, lora=True)
+        make_sync("nccl_magic", learners=None, pool=None, adapters=True)

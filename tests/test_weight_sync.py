@@ -74,7 +74,7 @@ def test_rollout_serves_the_learner_policy_after_each_backend_sync(policy, tiny_
         gaps = {}
         for version, backend in enumerate(("object_store", "shared_memory"), start=1):
             # Tiny buckets: a full-weight sync then spans many reload calls (about one per layer).
-            sync = make_sync(backend, learners, pool, lora=adapters, run_key=run_key, bucket_bytes=64 * 1024)
+            sync = make_sync(backend, learners, pool, adapters=adapters, run_key=run_key, bucket_bytes=64 * 1024)
             report = sync.push(version)
             assert report["version"] == version and report["actors"] == 1 and report["bytes"] > 0
             gaps[backend], served = _gap(learners, pool, prompt, image, sampling, seed=1 + version)

@@ -78,8 +78,8 @@ class GRPODriver:
         from learner.weight_sync import make_sync
         from rewards.actor import RewardPool
         from rollout.engine import EngineSettings
-        from rollout.weight_update import EXTENSION
         from rollout.pool import RolloutPool
+        from rollout.weight_update import EXTENSION
         from skinr1 import placement
         from skinr1.models.loading import load_processor
         from skinr1.pipeline import scaling
