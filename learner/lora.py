@@ -75,8 +75,9 @@ def merged_weights(peft_model):
     deltas = {}
     for name, module in peft_model.named_modules():
         if isinstance(module, LoraLayer) and not module.disable_adapters:
-            delta = sum(module.get_delta_weight(adapter) for adapter in module.active_adapters if adapter in module.lora_A)
-            deltas[f"{name}.base_layer.weight"] = delta
+            parts = [module.get_delta_weight(adapter) for adapter in module.active_adapters if adapter in module.lora_A]
+            if parts:
+                deltas[f"{name}.base_layer.weight"] = sum(parts[1:], parts[0])
     for name, parameter in peft_model.named_parameters():
         if ".lora_" in name:
             continue
