@@ -163,7 +163,7 @@ class LearnerRank:
     # ----------------------------------------------------------------- weights out
     def export_policy(self) -> dict[str, bytes] | None:
         """LoRA: the adapter's files (rank 0 returns them; other ranks None). Collective under ZeRO-3."""
-        with self._gathered():
+        with self._gathered(full_weights=False):
             if self.rank != 0:
                 return None
             with tempfile.TemporaryDirectory(prefix="skinr1-adapter-") as directory:
@@ -178,7 +178,7 @@ class LearnerRank:
         from learner.shared_store import SharedVersionStore, size_of, write_weight_buckets
         from learner.weight_sync import bucket_named_tensors
 
-        with self._gathered():
+        with self._gathered(full_weights=self.config.syncs_full_weights):
             if self.rank != 0:
                 return None
             if self._shared_store is None or self._shared_store.directory.name != store_name:
@@ -208,7 +208,7 @@ class LearnerRank:
         layer-aligned buckets of about `bucket_bytes`."""
         from learner.weight_sync import bucket_named_tensors
 
-        with self._gathered():
+        with self._gathered(full_weights=True):
             if self.rank != 0:
                 return None
             return bucket_named_tensors(self._cpu_weights(), bucket_bytes)
@@ -227,15 +227,15 @@ class LearnerRank:
         # pickles (object store) with its whole storage, the full model once per tensor.
         return ((name, tensor.to("cpu", copy=True).contiguous()) for name, tensor in named)
 
-    def _gathered(self):
+    def _gathered(self, full_weights: bool):
+        """ZeRO-3: whole parameters for the export inside; every weight, or only the trained ones
+        (a LoRA adapter; under full fine-tuning those are every weight anyway)."""
         import contextlib
 
         if self.config.learner.deepspeed.zero_stage == 3:
             import deepspeed
 
-            # An adapter export needs the adapter's partitions; a full-weight export every weight.
-            full = self.config.syncs_full_weights
-            params = [p for p in self.engine.module.parameters() if p.requires_grad or full]
+            params = [p for p in self.engine.module.parameters() if p.requires_grad or full_weights]
             return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
         return contextlib.nullcontext()
 
@@ -252,7 +252,7 @@ class LearnerRank:
                 for name, payload in files.items():
                     (policy / name).write_bytes(payload)
         else:
-            with self._gathered():
+            with self._gathered(full_weights=True):
                 if self.rank == 0:
                     self.engine.module.save_pretrained(str(policy), safe_serialization=True)
         if self.rank == 0:

@@ -123,8 +123,9 @@ SYNC_BACKENDS = {"object_store": ObjectStoreSync, "shared_memory": SharedMemoryS
 
 
 def make_sync(name: str, learners, pool, adapters: bool, run_key: str = "", bucket_bytes: int = DEFAULT_BUCKET_BYTES):
-    """The named backend; `adapters`: send LoRA adapter files (else full weights); `run_key` (the run directory) names the shared-memory store; `bucket_bytes`
-    sizes full-weight buckets (one reload call per bucket)."""
+    """The named backend. `adapters`: send LoRA adapter files (else full weights); `run_key` (the run
+    directory) names the shared-memory store; `bucket_bytes` sizes full-weight buckets (one reload
+    call per bucket)."""
     if name not in SYNC_BACKENDS:
         raise ValueError(f"unknown sync backend {name!r}; expected one of {sorted(SYNC_BACKENDS)}")
     return SYNC_BACKENDS[name](learners, pool, adapters, run_key=run_key, bucket_bytes=bucket_bytes)

@@ -1,8 +1,9 @@
 """GRPO checkpoints: `<rl_dir>/checkpoints/step-NNNNNN/` written atomically, the last K kept.
 
 Contents: `policy/` (the adapter in PEFT format, or for full fine-tuning the whole model in Hugging
-Face format; either is what `final/` and evaluation read), `engine/` (every learner rank's DeepSpeed state: weights it trains, optimizer,
-LR schedule) and `driver_state.json` (step, data cursor, policy version, RNG state, reward curve).
+Face format; either is what `final/` and evaluation read), `engine/` (every learner rank's DeepSpeed
+state: weights it trains, optimizer, LR schedule) and `driver_state.json` (step, data cursor, policy
+version, RNG state, reward curve).
 The learners write into a staging directory that is renamed into place only when complete.
 """
 
