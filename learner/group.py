@@ -52,7 +52,7 @@ class LearnerGroup:
         shares = split_for_ranks(samples, len(self.ranks))
         reports = ray.get([r.train_step.remote(share, step_tokens) for r, share in zip(self.ranks, shares)])
         # Loss parts are already shares of the step's token mean: sum them over ranks.
-        summed = {k: sum(r[k] for r in reports) for k in ("loss", "policy", "kl", "clipped", "ratio_gap")}
+        summed = {k: sum(r[k] for r in reports) for k in ("loss", "policy", "kl", "clipped", "ratio_gap", "entropy")}
         return {**summed, "lr": reports[0]["lr"], "learner_s": max(r["seconds"] for r in reports)}
 
     def policy_logprobs(self, samples: list[TrainSample]) -> list[list[float]]:

@@ -11,6 +11,10 @@ import torch
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 ADVANTAGE_SCALINGS = ("std", "none")
+KL_CLAMP = 10.0
+"""Bound on a token's KL estimate. k3 grows as p_ref / p: one token the policy has made e^15 times
+less likely than the reference would add a 3e6 loss and dominate the whole update (verl and
+OpenRLHF clamp at the same bound)."""
 
 
 def group_advantages(
@@ -50,18 +54,21 @@ def kl_divergence(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator:
     """Per-token estimate of KL(policy || reference) from sampled tokens' log-probs.
 
     k1 = log r (unbiased, can be negative), k2 = (log r)^2 / 2, k3 = r' - 1 - log r' with
-    r' = p_ref / p (unbiased and non-negative; Schulman's estimator, used by the paper).
+    r' = p_ref / p (unbiased and non-negative; Schulman's estimator, used by the paper). Every
+    estimate is clamped to [-KL_CLAMP, KL_CLAMP]: a clamped token adds no gradient.
     """
     log_ratio = logprobs - ref_logprobs
     if estimator == "k1":
-        return log_ratio
-    if estimator == "k2":
-        return 0.5 * log_ratio.square()
-    if estimator == "k3":
-        # Clamp before exp: a single very unlikely token must not produce inf.
+        kl = log_ratio
+    elif estimator == "k2":
+        kl = 0.5 * log_ratio.square()
+    elif estimator == "k3":
+        # Clamp before exp too: a single very unlikely token must not produce inf (or inf - inf).
         neg = (-log_ratio).clamp(-20.0, 20.0)
-        return torch.exp(neg) - 1.0 - neg
-    raise ValueError(f"estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")
+        kl = torch.exp(neg) - 1.0 - neg
+    else:
+        raise ValueError(f"estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")
+    return kl.clamp(-KL_CLAMP, KL_CLAMP)
 
 
 def clipped_policy_loss(
@@ -140,6 +147,15 @@ def sequence_logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, t
     Computed row by row through log_softmax in float32; dividing by the sampling temperature makes
     the learner's log-probs comparable with the sampler's.
     """
-    scaled = logits.float() / temperature
-    return torch.gather(torch.log_softmax(scaled, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+    return logprobs_and_entropy(logits, targets, temperature)[0]
+
+
+def logprobs_and_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of `targets` and the (detached) entropy of each position's distribution at the
+    sampling temperature, from one log_softmax ([batch, tokens, vocab] -> two [batch, tokens])."""
+    log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)
+    chosen = torch.gather(log_probs, 2, targets.unsqueeze(-1)).squeeze(-1)
+    with torch.no_grad():
+        entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
+    return chosen, entropy
 

@@ -162,12 +162,21 @@ class GRPOConfig:
     reward it does not move with which images a step drew. 0: off."""
     probe_prompts: int = 32
     """Images in the probe set (a fixed draw from the RL manifest)."""
+    validate_every: int = 0
+    """Held-out validation: before every this many steps (and after the last), answer the
+    validation images greedily and log `val_*` accuracies with `val_policy_version`, so a run shows
+    generalisation and not only its training reward. Needs a validation manifest. 0: off."""
+    validate_prompts: int = 80
+    """Validation images (the first N of the validation manifest)."""
     checkpoint_every: int = 10
     """Checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2
     """Checkpoints kept."""
     init_from_sft: bool = True
     """Start from the SFT warm start (its adapter merged into the base); false: RL from the base."""
+    max_reward_error_rate: float = 0.05
+    """Stop the run when more than this share of a step's samples could not be scored (a reward
+    `internal_error` or `invalid_sample`): their 0 is not a judgement of the answer."""
     stop_after_step: Optional[int] = None
     """Simulate a crash after this step's checkpoint (drills and tests of resume)."""
     kill_rollout_actor_at_step: Optional[int] = None
@@ -176,10 +185,18 @@ class GRPOConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.prompts_per_step < 1:
             raise ValueError("rl.steps and rl.prompts_per_step must be >= 1")
+        if not 0.0 <= self.max_reward_error_rate <= 1.0:
+            raise ValueError(f"rl.max_reward_error_rate must be in [0, 1], got {self.max_reward_error_rate}")
         if self.probe_every < 0 or self.probe_prompts < 1:
             raise ValueError("rl.probe_every must be >= 0 and rl.probe_prompts >= 1")
+        if self.validate_every < 0 or self.validate_prompts < 1:
+            raise ValueError("rl.validate_every must be >= 0 and rl.validate_prompts >= 1")
         if self.sampling.temperature <= 0:
             raise ValueError("rl.sampling.temperature must be > 0: GRPO needs sampled, not greedy, groups")
+        if self.sampling.top_p != 1.0:
+            # The engine reports log-probs of the truncated distribution it sampled from; the
+            # learner scores the whole one, so every importance weight would be biased.
+            raise ValueError(f"rl.sampling.top_p must be 1.0 for GRPO (the learner scores the full distribution), got {self.sampling.top_p}")
         if self.lora_sync not in LORA_SYNC_FORMATS:
             raise ValueError(f"rl.lora_sync must be one of {LORA_SYNC_FORMATS}, got {self.lora_sync!r}")
         if not self.sync_bucket_mb > 0:

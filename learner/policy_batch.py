@@ -77,7 +77,13 @@ def encode_batch(processor, samples: list[TrainSample], min_pixels=None, max_pix
 
 def token_logprobs(model, encoded: dict[str, Any], temperature: float):
     """Log-probs of every next token under `model` ([batch, tokens - 1])."""
-    from learner.grpo import sequence_logprobs_from_logits
+    return token_logprobs_and_entropy(model, encoded, temperature)[0]
+
+
+def token_logprobs_and_entropy(model, encoded: dict[str, Any], temperature: float):
+    """Log-probs of every next token under `model` and the detached entropy of each position
+    (both [batch, tokens - 1]), from one forward pass."""
+    from learner.grpo import logprobs_and_entropy
 
     logits = model(**encoded["model_inputs"]).logits[:, :-1]
-    return sequence_logprobs_from_logits(logits, encoded["targets"], temperature)
+    return logprobs_and_entropy(logits, encoded["targets"], temperature)

@@ -16,7 +16,7 @@ from typing import Any
 
 from learner.grpo import grpo_token_losses, token_mean_over_step
 from learner.grpo_config import GRPOConfig
-from learner.policy_batch import TrainSample, encode_batch, token_logprobs
+from learner.policy_batch import TrainSample, encode_batch, token_logprobs, token_logprobs_and_entropy
 
 
 def init_process_group(rank: int, world: int, address: str, port: int, use_gpu: bool) -> None:
@@ -96,6 +96,9 @@ class LearnerRank:
 
         `step_tokens` is the completion-token count of the whole step over all ranks, so the loss
         is the token mean over the step ("token-mean" aggregation), however it is split.
+        With one update per step the weights that score the "old" log-probs are the weights being
+        trained, so the training forward's own (detached) log-probs serve as old ones: the ratio is
+        exactly 1 and a separate scoring pass would only cost time. More updates score first.
         """
         import torch
 
@@ -104,23 +107,25 @@ class LearnerRank:
         temperature = config.sampling.temperature
         micro = learner.micro_batch_size
         batches = [encode_batch(self.processor, samples[i : i + micro]) for i in range(0, len(samples), micro)]
+        score_old = learner.updates_per_step > 1
         module = self.engine.module
         with torch.no_grad():  # log-probs before the update, and of the reference
             module.eval()
             for batch in batches:
-                batch["old_logprobs"] = token_logprobs(self.engine, batch, temperature)
+                batch["old_logprobs"] = token_logprobs(self.engine, batch, temperature) if score_old else None
                 batch["ref_logprobs"] = self._reference_logprobs(batch, temperature) if loss_cfg.kl_beta > 0 else None
         module.train()
-        sums = {"loss": 0.0, "policy": 0.0, "kl": 0.0, "clipped": 0.0, "ratio_gap": 0.0}
+        sums = {"loss": 0.0, "policy": 0.0, "kl": 0.0, "clipped": 0.0, "ratio_gap": 0.0, "entropy": 0.0}
         # DeepSpeed averages gradients over ranks and divides by accumulation steps; undo both so
         # each update is the gradient of its token mean (updates_per_step splits the step's tokens).
         scale = self.world * config.grad_accum_steps * learner.updates_per_step
         per_update = len(batches) // learner.updates_per_step
         for update in range(learner.updates_per_step):
             for batch in batches[update * per_update : (update + 1) * per_update]:
-                logprobs = token_logprobs(self.engine, batch, temperature)
+                logprobs, entropy = token_logprobs_and_entropy(self.engine, batch, temperature)
+                old_logprobs = batch["old_logprobs"] if score_old else logprobs.detach()
                 parts = grpo_token_losses(
-                    logprobs, batch["old_logprobs"], batch["ref_logprobs"], batch["rollout_logprobs"],
+                    logprobs, old_logprobs, batch["ref_logprobs"], batch["rollout_logprobs"],
                     batch["advantages"], loss_cfg.clip_low, loss_cfg.clip_high, loss_cfg.kl_beta,
                     loss_cfg.kl_estimator, loss_cfg.tis_cap,
                 )
@@ -132,8 +137,9 @@ class LearnerRank:
                     for name in ("policy", "kl", "clipped"):
                         if name in parts:
                             sums[name] += float(token_mean_over_step(parts[name], mask, step_tokens))
-                    gap = (batch["old_logprobs"] - batch["rollout_logprobs"]).abs()
+                    gap = (old_logprobs - batch["rollout_logprobs"]).abs()
                     sums["ratio_gap"] += float(token_mean_over_step(gap, mask, step_tokens))
+                    sums["entropy"] += float(token_mean_over_step(entropy, mask, step_tokens))
         return {**sums, "lr": self.engine.learning_rate, "seconds": time.perf_counter() - started}
 
     def policy_logprobs(self, samples: list[TrainSample]) -> list[list[float]]:
@@ -266,4 +272,8 @@ class LearnerRank:
 
         self.engine.destroy()
         if dist.is_initialized():
-            dist.destroy_process_group()
+            # DeepSpeed's own teardown also drops the groups it cached (a clone of the world
+            # group): a later engine in this process would otherwise broadcast over a dead group.
+            import deepspeed.comm
+
+            deepspeed.comm.destroy_process_group()

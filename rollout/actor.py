@@ -21,6 +21,7 @@ from rollout.sampling import (
     RolloutRequest,
     RolloutResult,
     SamplingSettings,
+    request_seed,
     to_samples,
     vllm_sampling_params,
 )
@@ -56,7 +57,8 @@ class RolloutWorker:
             }
             for request in requests
         ]
-        params = vllm_sampling_params(sampling, self.blocked_token_ids, seed, n)
+        params = [vllm_sampling_params(sampling, self.blocked_token_ids, request_seed(seed, request.prompt_id), n)
+                  for request in requests]
         outputs = self.llm.generate(prompts, params, lora_request=self.lora_request, use_tqdm=False)
         return [
             RolloutResult(

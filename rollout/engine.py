@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 
+LOGPROBS_MODES = ("processed_logprobs", "raw_logprobs")
+
+
 @dataclass
 class EngineSettings:
     """How a vLLM engine is built for the policy."""
@@ -41,6 +44,11 @@ class EngineSettings:
     """Processor upper bound on image area; the paper caps images at 448x448."""
     seed: int = 0
     """Sampling seed of the engine."""
+    logprobs_mode: str = "processed_logprobs"
+    """Which log-probs vLLM returns for sampled tokens. "processed_logprobs": of the distribution
+    actually sampled from (after temperature, logit bias and top-k/top-p), which is what the learner
+    computes at the sampling temperature. vLLM's default, "raw_logprobs", is before temperature, and
+    biases the importance weights and the rollout/learner gap at any temperature other than 1."""
     worker_extension_cls: str | None = None
     """Dotted path of a worker extension (weight sync for full fine-tuning)."""
     trust_remote_code: bool = False
@@ -53,6 +61,8 @@ class EngineSettings:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.tensor_parallel_size < 1:
             raise ValueError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+        if self.logprobs_mode not in LOGPROBS_MODES:
+            raise ValueError(f"logprobs_mode must be one of {LOGPROBS_MODES}, got {self.logprobs_mode!r}")
 
 
 CPU_BATCHED_TOKENS = 4096
@@ -81,6 +91,7 @@ def engine_kwargs(model: str, settings: EngineSettings) -> dict[str, Any]:
         "limit_mm_per_prompt": {"image": settings.max_images_per_prompt},
         "seed": settings.seed,
         "trust_remote_code": settings.trust_remote_code,
+        "logprobs_mode": settings.logprobs_mode,
     }
     processor_kwargs = {
         key: value

@@ -5,6 +5,7 @@ Kept free of Ray so it can be unit-tested and reused by evaluation and serving.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,20 @@ class RolloutResult:
     policy_version: int
     actor: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def request_seed(call_seed: int | None, prompt_id: str) -> int | None:
+    """The sampling seed of one prompt: a stable hash of the call's seed and the prompt's id.
+
+    One seed for every prompt of a call would give sample k of every prompt the same random
+    stream (correlated noise across the batch). Hashing the prompt id in makes each prompt's
+    stream its own, and independent of which actor or batch the prompt lands in, so a retried or
+    rebalanced prompt samples exactly what it would have. None stays None (unseeded).
+    """
+    if call_seed is None:
+        return None
+    digest = hashlib.blake2b(f"{call_seed}\x00{prompt_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF  # vLLM seeds a torch.Generator: keep it in int32
 
 
 def vllm_sampling_params(settings: SamplingSettings, blocked_token_ids: list[int], seed: int | None, n: int | None = None):

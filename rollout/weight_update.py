@@ -40,9 +40,26 @@ PARTIAL_RELOAD_MESSAGES = ("Failed to load weights", "Following weights were not
 RELOAD_LOGGERS = ("vllm.model_executor.model_loader.reload.layerwise", "vllm.model_executor.model_loader.reload.inplace")
 
 
+NOT_LOADED_MESSAGE = "Following weights were not loaded"
+
+
 class _PartialReloadFilter(logging.Filter):
+    """Silences the partial-reload warnings, keeping the names each call did not load."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.not_loaded: set[str] = set()
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not any(message in str(record.msg) for message in PARTIAL_RELOAD_MESSAGES)
+        message = str(record.msg)
+        if NOT_LOADED_MESSAGE in message and record.args:
+            names = record.args[0] if isinstance(record.args, tuple) else record.args
+            self.not_loaded.update(str(name) for name in names)
+        return not any(partial in message for partial in PARTIAL_RELOAD_MESSAGES)
+
+
+class WeightsNotLoadedError(RuntimeError):
+    """A sync left engine weights that no bucket carried: the engine would serve a mixed policy."""
 
 
 class WeightUpdateExtension:
@@ -61,6 +78,16 @@ class WeightUpdateExtension:
 
         return self._reload_bucket(list(load_file(path).items()))
 
+    def skinr1_begin_sync(self) -> None:
+        """Start counting which engine weights this sync's buckets leave untouched."""
+        self.skinr1_not_loaded = None
+
+    def skinr1_end_sync(self) -> list[str]:
+        """Engine weights that no bucket of this sync loaded (empty when the sync was whole)."""
+        missing = sorted(getattr(self, "skinr1_not_loaded", None) or ())
+        self.skinr1_not_loaded = None
+        return missing
+
     def _reload_bucket(self, tensors: list[tuple[str, Any]]) -> int:
         quiet = _PartialReloadFilter()
         loggers = [logging.getLogger(name) for name in RELOAD_LOGGERS]
@@ -71,21 +98,35 @@ class WeightUpdateExtension:
         finally:
             for logger in loggers:
                 logger.removeFilter(quiet)
+        # A weight is missing from the sync only if every bucket left it out.
+        previous = getattr(self, "skinr1_not_loaded", None)
+        self.skinr1_not_loaded = quiet.not_loaded if previous is None else previous & quiet.not_loaded
         return len(tensors)
 
 
 def apply_weight_buckets(llm, buckets: list[list[tuple[str, Any]]]) -> int:
     """Push every bucket to every worker of `llm` (one RPC per bucket); returns tensors loaded."""
+    llm.collective_rpc("skinr1_begin_sync")
     total = sum(llm.collective_rpc("skinr1_reload_bucket", args=(encode_bucket(bucket),))[0] for bucket in buckets)
-    _forget_old_weights(llm)
+    _finish_sync(llm)
     return total
 
 
 def apply_weight_files(llm, paths: list[str]) -> int:
     """Reload every bucket file on every worker of `llm` (one RPC per file); returns tensors loaded."""
+    llm.collective_rpc("skinr1_begin_sync")
     total = sum(llm.collective_rpc("skinr1_reload_file", args=(path,))[0] for path in paths)
-    _forget_old_weights(llm)
+    _finish_sync(llm)
     return total
+
+
+def _finish_sync(llm) -> None:
+    """Raise WeightsNotLoadedError when a worker kept weights the sync did not carry."""
+    missing = sorted({name for names in llm.collective_rpc("skinr1_end_sync") for name in names})
+    _forget_old_weights(llm)
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise WeightsNotLoadedError(f"the weight sync carried no value for {len(missing)} engine weights: {shown}")
 
 
 def _forget_old_weights(llm) -> None:

@@ -31,9 +31,8 @@ class MetricsLogger:
         self._file.write(json.dumps(row, default=_jsonable) + "\n")
         self._file.flush()
         if self._writer is not None:
-            for key, value in values.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                    self._writer.add_scalar(key, value, step)
+            for key, value in _scalars(values):
+                self._writer.add_scalar(key, value, step)
             self._writer.flush()
 
     def close(self) -> None:
@@ -58,6 +57,15 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
     return rows
+
+
+def _scalars(values: dict[str, Any], prefix: str = ""):
+    """(name, number) of every finite number in `values`; a nested dict's numbers as "key/sub"."""
+    for key, value in values.items():
+        if isinstance(value, dict):
+            yield from _scalars(value, f"{prefix}{key}/")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            yield f"{prefix}{key}", value
 
 
 def _jsonable(value: Any) -> Any:

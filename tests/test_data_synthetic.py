@@ -35,7 +35,7 @@ def test_files_and_counts(synth):
     out, summary = synth
     for name in ("README.txt", "summary.json", *(f"{s}.jsonl" for s in SPLITS)):
         assert (out / name).is_file(), name
-    expected = {"dense": 5 * 8, "sparse": 20 * 8, "test": 3 * 8, "test_sparse": 3 * 8}
+    expected = {"dense": 5 * 8, "sparse": 20 * 8, "test": 3 * 8, "test_sparse": 3 * 8, "valid": 1 * 8}
     assert summary["splits"] == expected
     assert {s: len(load(out, s)) for s in SPLITS} == expected
     assert summary["images"] == sum(expected.values()) == len(list((out / "images").rglob("*.png")))
@@ -69,6 +69,13 @@ def test_all_leaves_and_categories_and_skin_types(synth):
         assert len(set(Counter(r.extra["leaf_node_id"] for r in records).values())) == 1  # balanced
     for split in ("dense", "sparse"):
         assert {r.fitzpatrick_type for r in load(out, split)} == {1, 2, 3, 4, 5, 6}
+
+
+def test_dense_split_can_be_skewed_to_lighter_skin(tmp_path):
+    synthesize(tmp_path, seed=0, scale=SCALE, dense_skin_types=(1, 2, 3))
+    assert {r.fitzpatrick_type for r in load(tmp_path, "dense")} == {1, 2, 3}
+    for split in ("sparse", "test", "test_sparse"):
+        assert {r.fitzpatrick_type for r in load(tmp_path, split)} == {1, 2, 3, 4, 5, 6}
 
 
 def test_dense_splits_are_leaf_only_and_sparse_ones_mixed(synth):

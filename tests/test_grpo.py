@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from learner.grpo import (
+    KL_CLAMP,
+    KL_ESTIMATORS,
     clipped_policy_loss,
     constant_groups,
     group_advantages,
@@ -79,6 +81,19 @@ def test_kl_estimators():
     assert torch.isfinite(kl_divergence(torch.tensor([0.0]), torch.tensor([-1e4]), "k3")).all()
     with pytest.raises(ValueError):
         kl_divergence(logp, ref, "k4")
+
+
+def test_kl_is_bounded_so_one_token_cannot_dominate_the_update():
+    # The policy made one token e^15 times less likely than the reference: unclamped k3 is ~3.3e6.
+    logp = torch.tensor([[-15.0, math.log(0.5)]], requires_grad=True)
+    ref = torch.tensor([[0.0, math.log(0.5)]])
+    for estimator in KL_ESTIMATORS:
+        kl = kl_divergence(logp, ref, estimator)
+        assert kl.abs().max() <= KL_CLAMP, (estimator, kl)
+    k3 = kl_divergence(logp, ref, "k3")
+    assert k3[0, 0] == KL_CLAMP and k3[0, 1] == 0.0
+    k3.sum().backward()
+    assert logp.grad[0, 0] == 0.0  # a clamped token adds no gradient
 
 
 def test_clipping_low_and_high():

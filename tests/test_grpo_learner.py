@@ -46,11 +46,52 @@ def test_update_raises_rewarded_completion_and_lowers_penalised_one(tiny_model_d
         before = sequence_logprobs()
         samples = [TrainSample(prompt, str(image), good, [0.0] * len(good), 1.0),
                    TrainSample(prompt, str(image), bad, [0.0] * len(bad), -1.0)]
-        for _ in range(3):
-            report = rank.train_step(samples, step_tokens=len(good) + len(bad))
+        forwards = []
+        hook = rank.engine.module.register_forward_hook(lambda *_: forwards.append(1))
+        reports = [rank.train_step(samples, step_tokens=len(good) + len(bad)) for _ in range(3)]
+        hook.remove()
         after = sequence_logprobs()
     finally:
         rank.shutdown()
     assert after[0] > before[0] + 1.0, (before, after)  # the rewarded answer became more likely
     assert after[1] < before[1] - 1.0, (before, after)  # the penalised one less likely
-    assert report["lr"] > 0 and report["clipped"] >= 0
+    # One update per step: the training forward's own log-probs are the old ones, so each step
+    # runs one forward per micro-batch (no scoring pass) and the ratio is exactly 1 (no clipping).
+    assert len(forwards) == 3, len(forwards)
+    assert all(r["lr"] > 0 and r["clipped"] == 0.0 and r["entropy"] > 0 for r in reports), reports
+
+
+def test_several_updates_per_step_score_old_logprobs_and_clip(tiny_model_dir, tmp_path):
+    from learner.group import free_port
+    from learner.rank import LearnerRank
+
+    image = tmp_path / "lesion.png"
+    Image.new("RGB", (64, 64), (25, 25, 80)).save(image)
+    config = GRPOConfig(
+        steps=10, prompts_per_step=2, mode="open",
+        sampling=SamplingSettings(group_size=2, temperature=1.0, max_tokens=32),
+        loss=LossConfig(kl_beta=0.0, tis_cap=0.0, clip_low=0.05, clip_high=0.05),
+        learner=LearnerConfig(num_ranks=1, micro_batch_size=2, learning_rate=5e-2, updates_per_step=2),
+    )
+    rank = LearnerRank(0, 1, str(tiny_model_dir), config, seed=0)
+    rank.setup("127.0.0.1", free_port())
+    try:
+        tokenizer = rank.processor.tokenizer
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is the diagnosis?"}]}],
+            add_generation_prompt=True, tokenize=False,
+        )
+        good = tokenizer.encode("<final diagnosis>melanoma (malignant)</final diagnosis>")
+        bad = tokenizer.encode("<final diagnosis>psoriasis (non-neoplastic)</final diagnosis>")
+        samples = [TrainSample(prompt, str(image), ids, [0.0] * len(ids), advantage)
+                   for ids, advantage in ((good, 1.0), (bad, -1.0))] * 2
+        forwards = []
+        hook = rank.engine.module.register_forward_hook(lambda *_: forwards.append(1))
+        report = rank.train_step(samples, step_tokens=2 * (len(good) + len(bad)))
+        hook.remove()
+    finally:
+        rank.shutdown()
+    # Two micro-batches: scored once before the updates, then trained once each.
+    assert len(forwards) == 4, len(forwards)
+    # The second update sees weights the first one moved (lr 5e-2): its ratio leaves [0.95, 1.05].
+    assert report["clipped"] > 0, report

@@ -100,3 +100,54 @@ def test_rng_state_round_trips():
     expected = (random.random(), torch.rand(1).item())
     rl_checkpoint.restore_rng_state(json.loads(json.dumps(state)))
     assert (random.random(), torch.rand(1).item()) == expected
+
+
+def test_each_prompt_gets_its_own_sampling_seed():
+    from rollout.sampling import request_seed
+
+    seeds = {request_seed(7, f"{cursor}:synthetic:{cursor}") for cursor in range(1000)}
+    assert len(seeds) == 1000  # no two prompts of a step share a random stream
+    assert request_seed(7, "3:a") == request_seed(7, "3:a")  # a retried prompt samples the same
+    assert request_seed(7, "3:a") != request_seed(8, "3:a")
+    assert all(0 <= s < 2**31 for s in seeds)
+    assert request_seed(None, "3:a") is None
+
+
+def _result(finish_reasons, lengths):
+    from rollout.sampling import RolloutResult, Sample
+
+    samples = [Sample("", [1] * n, [0.0] * n, reason) for reason, n in zip(finish_reasons, lengths)]
+    return RolloutResult("p", [], samples, 0)
+
+
+def test_rollout_stats_count_truncated_completions_and_lengths():
+    from skinr1.pipeline.rl_health import rollout_stats
+
+    stats = rollout_stats([_result(["stop", "length"], [10, 160]), _result(["stop", "stop"], [20, 30])])
+    assert stats == {"completion_len_mean": 55.0, "completion_len_max": 160, "truncation_rate": 0.25}
+    assert rollout_stats([]) == {}
+
+
+def test_scoring_errors_are_counted_and_stop_the_run_above_the_limit():
+    from skinr1.pipeline.rl_health import RewardHealthError, check_scoring, reason_shares, scoring_error_rate
+
+    ok = {"reward": 1.0, "reasons": ["format:ok", "hierarchical:exact", "malignancy:ok"]}
+    wrong = {"reward": 0.0, "reasons": ["format:ok", "hierarchical:wrong_category", "malignancy:wrong"]}
+    crashed = {"reward": 0.0, "reasons": ["internal_error"], "error": "KeyError('x')"}
+    scored = [ok, ok, wrong, crashed]
+    assert reason_shares(scored)["internal_error"] == 0.25 and reason_shares(scored)["format:ok"] == 0.75
+    assert scoring_error_rate(scored) == 0.25 and scoring_error_rate([ok, wrong]) == 0.0
+    assert check_scoring([ok, wrong], 0.0) == 0.0
+    assert check_scoring(scored, 0.25) == 0.25
+    with pytest.raises(RewardHealthError, match=r"25\.0% .* KeyError"):
+        check_scoring(scored, 0.1)
+
+
+def test_grpo_refuses_truncated_sampling_and_bad_error_limits():
+    from learner.grpo_config import GRPOConfig
+    from rollout.sampling import SamplingSettings
+
+    with pytest.raises(ValueError, match="top_p"):
+        GRPOConfig(sampling=SamplingSettings(top_p=0.9))
+    with pytest.raises(ValueError, match="max_reward_error_rate"):
+        GRPOConfig(max_reward_error_rate=1.5)

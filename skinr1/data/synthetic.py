@@ -10,7 +10,8 @@ Splits (counts per disease at scale 1):
 * sparse      200  ~40% of records carry only a coarse label (the depth-2 group or the top-level
                    category), as pooled real datasets do; `extra.leaf_node_id` keeps the truth;
 * test         25  held out, disease labels;
-* test_sparse  25  held out, mixed granularity like `sparse`.
+* test_sparse  25  held out, mixed granularity like `sparse`;
+* valid        10  held out for validation during RL, disease labels.
 
 Records use source "synthetic" (not a taxonomy dataset source): node ids are set directly, never
 resolved. Output is a pure function of (seed, scale): same inputs, byte-identical images and
@@ -26,7 +27,7 @@ import re
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
@@ -52,6 +53,7 @@ SPLITS: dict[str, tuple[int, float]] = {
     "sparse": (200, 0.4),
     "test": (25, 0.0),
     "test_sparse": (25, 0.4),
+    "valid": (10, 0.0),
 }
 COARSE_SHARE_NOTE = "coarse records are split evenly between the group (depth 2) and the category (depth 1)"
 
@@ -76,8 +78,16 @@ def load_taxonomy() -> Taxonomy:
     return Taxonomy.from_yaml(DEFAULT_TAXONOMY_PATH)
 
 
-def synthesize(out_dir: str | Path, seed: int = 0, scale: float = 1.0, taxonomy: Taxonomy | None = None) -> dict[str, Any]:
-    """Generate the dataset under `out_dir`; return the summary (as in summary.json, plus elapsed_s)."""
+ALL_SKIN_TYPES = (1, 2, 3, 4, 5, 6)
+
+
+def synthesize(out_dir: str | Path, seed: int = 0, scale: float = 1.0, taxonomy: Taxonomy | None = None,
+               dense_skin_types: Sequence[int] = ALL_SKIN_TYPES) -> dict[str, Any]:
+    """Generate the dataset under `out_dir`; return the summary (as in summary.json, plus elapsed_s).
+
+    `dense_skin_types` restricts the dense (SFT) split to those Fitzpatrick types, as textbook
+    images mostly show lighter skin; every other split covers all six.
+    """
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
     started = time.perf_counter()
@@ -90,7 +100,8 @@ def synthesize(out_dir: str | Path, seed: int = 0, scale: float = 1.0, taxonomy:
 
     manifests: dict[str, list[Record]] = {}
     for split_index, (split, (base, coarse_share)) in enumerate(SPLITS.items()):
-        records = _make_split(out, split, split_index, _count(base, scale), coarse_share, seed, paths, taxonomy)
+        skin_types = tuple(dense_skin_types) if split == "dense" else ALL_SKIN_TYPES
+        records = _make_split(out, split, split_index, _count(base, scale), coarse_share, seed, paths, taxonomy, skin_types)
         manifests[split] = records
         write_jsonl(out / f"{split}.jsonl", records)
 
@@ -109,6 +120,7 @@ def _make_split(
     seed: int,
     paths: dict[str, list[str]],
     taxonomy: Taxonomy,
+    skin_types: Sequence[int] = ALL_SKIN_TYPES,
 ) -> list[Record]:
     """Render and save one split's images; return its records in file order."""
     specs: list[tuple[str, int, int, str]] = []  # (leaf, index within leaf, skin type, granularity)
@@ -116,8 +128,8 @@ def _make_split(
         level_rng = np.random.default_rng([seed, split_index, leaf_index, 1])
         levels = _granularities(level_rng, per_leaf, coarse_share, leaf_index)
         for i in range(per_leaf):
-            # Skin types cycle per disease (shifted per disease and split): balanced 1-6 coverage.
-            fitzpatrick = 1 + (i + leaf_index + split_index) % 6
+            # Skin types cycle per disease (shifted per disease and split): balanced coverage.
+            fitzpatrick = skin_types[(i + leaf_index + split_index) % len(skin_types)]
             specs.append((leaf, i, fitzpatrick, levels[i]))
     order = np.random.default_rng([seed, split_index, 2]).permutation(len(specs))
 

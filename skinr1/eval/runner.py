@@ -96,34 +96,46 @@ def _engine(base: str, settings: EvalSettings, lora: bool):
 
 
 def _predict(worker, datasets, settings: EvalSettings, taxonomy) -> tuple[list[Prediction], list[dict]]:
-    from rollout.sampling import RolloutRequest, SamplingSettings
-    from skinr1.prompts import parse_completion, resolve_answer
-    from skinr1.prompts.questions import make_question
+    from rollout.sampling import SamplingSettings
 
     tokenizer = worker.llm.get_tokenizer()
     greedy = SamplingSettings(group_size=1, temperature=0.0, max_tokens=settings.max_tokens)
     predictions: list[Prediction] = []
     examples: list[dict] = []
     for dataset, records in datasets.items():
-        pool = sorted({r.node_id for r in records})
-        questions = [
-            make_question(tokenizer, r.record_id, r.image, r.node_id, settings.mode, taxonomy, pool,
-                          include_system_prompt=settings.include_system_prompt, seed=settings.seed)
-            for r in records
-        ]
-        requests = [RolloutRequest(q.record_id, q.prompt, q.image) for q in questions]
+        questions, requests = held_out_requests(tokenizer, records, settings.mode, taxonomy,
+                                                settings.include_system_prompt, settings.seed)
         results = worker.generate(requests, greedy, seed=settings.seed)
-        for record, question, result in zip(records, questions, results):
-            text = result.samples[0].text
-            parsed = parse_completion(text)
-            predicted, _ = resolve_answer(parsed, taxonomy, settings.mode, question.options)
-            predictions.append(
-                Prediction(record.record_id, record.node_id, predicted, parsed.stated_malignancy,
-                           record.fitzpatrick_type, dataset, parsed.format_ok)
-            )
-            if len(examples) < 5:
-                examples.append({"record_id": record.record_id, "label": record.node_id, "completion": text})
+        texts = [result.samples[0].text for result in results]
+        predictions += score_answers(records, questions, texts, settings.mode, taxonomy, dataset)
+        examples += [{"record_id": r.record_id, "label": r.node_id, "completion": t}
+                     for r, t in zip(records, texts)][: max(0, 5 - len(examples))]
     return predictions, examples
+
+
+def held_out_requests(tokenizer, records, mode: str, taxonomy, include_system_prompt: bool, seed: int):
+    """(questions, rollout requests) for held-out records; choice options come from the labels of
+    the same set, as in evaluation (and in validation during RL)."""
+    from rollout.sampling import RolloutRequest
+    from skinr1.prompts.questions import make_question
+
+    pool = sorted({r.node_id for r in records})
+    questions = [make_question(tokenizer, r.record_id, r.image, r.node_id, mode, taxonomy, pool,
+                               include_system_prompt=include_system_prompt, seed=seed) for r in records]
+    return questions, [RolloutRequest(q.record_id, q.prompt, q.image) for q in questions]
+
+
+def score_answers(records, questions, texts: list[str], mode: str, taxonomy, dataset: str) -> list[Prediction]:
+    """Parse each answer and resolve it on the taxonomy (the shared answer parser)."""
+    from skinr1.prompts import parse_completion, resolve_answer
+
+    predictions = []
+    for record, question, text in zip(records, questions, texts):
+        parsed = parse_completion(text)
+        predicted, _ = resolve_answer(parsed, taxonomy, mode, question.options)
+        predictions.append(Prediction(record.record_id, record.node_id, predicted, parsed.stated_malignancy,
+                                      record.fitzpatrick_type, dataset, parsed.format_ok))
+    return predictions
 
 
 def save_json(report: dict, path: Path) -> None:

@@ -20,6 +20,7 @@ from learner.grpo_config import GRPOConfig
 from rollout.sampling import RolloutRequest, RolloutResult
 from skinr1.pipeline import rl_checkpoint
 from skinr1.pipeline.rl_batch import Group, completion_tokens, split_constant, stream_indices, train_samples
+from skinr1.pipeline.rl_health import check_scoring, reason_shares, rollout_stats, scoring_error_rate
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Prefetch:
 
 class GRPODriver:
     def __init__(self, rl: GRPOConfig, reward_config, policy_base: str, manifest: str, rl_dir: Path,
-                 seed: int = 0, include_system_prompt: bool = True):
+                 seed: int = 0, include_system_prompt: bool = True, validation_manifest: str | None = None):
         from skinr1.data.records import read_jsonl
         from skinr1.taxonomy import default_taxonomy
 
@@ -62,10 +63,19 @@ class GRPODriver:
         self.rejected_records = len(records) - len(self.records)
         if not self.records:
             raise ValueError(f"{manifest} has no record with a mapped label")
+        self.validation = []
+        if rl.validate_every:
+            if not validation_manifest:
+                raise ValueError("rl.validate_every needs a validation manifest (data.valid)")
+            self.validation = [r for r in read_jsonl(validation_manifest) if r.node_id in self.taxonomy][: rl.validate_prompts]
+            if not self.validation:
+                raise ValueError(f"{validation_manifest} has no record with a mapped label")
         self.distractors: dict[str, list[str]] = {}
         for r in self.records:
             self.distractors.setdefault(r.source, []).append(r.node_id)
         self.step, self.cursor, self.version = 0, 0, 0
+        self.skipped_steps = 0
+        """Steps that trained nothing (every group filtered out); `version` counts the updates."""
         self.curve: list[float] = []
         self.prefetched: Prefetch | None = None
         self.groups: dict[str, Any] = {}  # placement groups of the learners and reward actors
@@ -131,6 +141,7 @@ class GRPODriver:
         self.learners.load(str(checkpoint))
         self.step, self.cursor, self.version = state["step"], state["cursor"], state["version"]
         self.curve = state.get("reward_curve", [])
+        self.skipped_steps = state.get("skipped_steps", 0)
         rl_checkpoint.restore_rng_state(state["rng"])
         self.sync.push(self.version)  # rollout actors serve the checkpoint's policy
         log.info("resumed from %s at step %d (cursor %d)", checkpoint, self.step, self.cursor)
@@ -165,6 +176,29 @@ class GRPODriver:
         summary = _reward_summary(scored, self.taxonomy)
         return {**{f"probe_{k}": v for k, v in summary.items()}, "probe_policy_version": self.version,
                 "probe_s": time.perf_counter() - started}
+
+    def _validate(self) -> dict[str, Any]:
+        """Greedy answers to the validation images under the current policy, scored as evaluation does."""
+        from rollout.sampling import SamplingSettings
+        from skinr1.eval.metrics import dataset_metrics
+        from skinr1.eval.runner import held_out_requests, score_answers
+
+        started = time.perf_counter()
+        questions, requests = held_out_requests(self.tokenizer, self.validation, self.rl.mode, self.taxonomy,
+                                                self.include_system_prompt, self.seed)
+        greedy = SamplingSettings(group_size=1, temperature=0.0, max_tokens=self.rl.sampling.max_tokens)
+        results = self.pool.generate(requests, greedy, seed=self.seed)
+        texts = [result.samples[0].text for result in results]
+        m = dataset_metrics(self.taxonomy, score_answers(self.validation, questions, texts, self.rl.mode, self.taxonomy, "valid"))
+        return {"val_leaf_accuracy": m["leaf_accuracy"], "val_leaf_ci": m["ci"]["leaf_accuracy"],
+                **{f"val_accuracy_L{level}": acc for level, acc in m["accuracy_by_level"].items()},
+                "val_parse_failure_rate": m["parse_failure_rate"], "val_skin_type_gap": m["skin_type_gap"],
+                "val_n": m["n"], "val_policy_version": self.version, "val_s": time.perf_counter() - started}
+
+    def _before_update(self, every: int) -> bool:
+        """Whether a periodic check runs before this step's update (the last step's row instead
+        gets the final policy's check, after the update)."""
+        return bool(every) and self.step % every == 0 and self.step + 1 < self.rl.steps
 
     def _score(self, results: list[RolloutResult], requests: list[RolloutRequest]) -> tuple[list[Group], list[dict]]:
         from rewards.scoring import RewardSample
@@ -211,13 +245,15 @@ class GRPODriver:
         rl = self.rl
         # A probe before the update (the policy this step samples from); the last step's row gets
         # the final policy's probe instead.
-        due = rl.probe_every and self.step % rl.probe_every == 0 and self.step + 1 < rl.steps
-        probe = self._probe() if due else {}
+        probe = self._probe() if self._before_update(rl.probe_every) else {}
+        if self._before_update(rl.validate_every):
+            probe.update(self._validate())
         timings = {"generate_s": 0.0, "reward_s": 0.0, "learn_s": 0.0, "sync_s": 0.0, "wait_s": 0.0}
         step_started = time.perf_counter()
         kept: list[Group] = []
         dropped = refills = 0
         all_scored: list[dict] = []
+        all_results: list[RolloutResult] = []
         wanted = rl.prompts_per_step
         for round_index in range(rl.loss.max_refill_rounds + 1):
             if round_index == 0 and self.prefetched is not None:
@@ -234,7 +270,9 @@ class GRPODriver:
             tick = time.perf_counter()
             groups, scored = self._score(results, work.requests)
             timings["reward_s"] += time.perf_counter() - tick
+            check_scoring(scored, rl.max_reward_error_rate)
             all_scored += scored
+            all_results += results
             informative, constant = split_constant(groups, rl.sampling.group_size)
             if not rl.loss.filter_constant_groups:
                 informative, constant = groups, []
@@ -263,16 +301,26 @@ class GRPODriver:
             sync = self.sync.push(self.version)
             timings["sync_s"] = time.perf_counter() - tick
             metrics["sync_bytes"] = sync["bytes"]
+        else:
+            # Every group had equal rewards even after refilling: nothing to learn from, no update.
+            self.skipped_steps += 1
+            log.warning("step %d: all %d groups had equal rewards; no update (%d such steps so far)",
+                        self.step + 1, dropped, self.skipped_steps)
+        metrics.update(trained=bool(kept), skipped_steps=self.skipped_steps)
         self.step += 1
         timings["step_s"] = time.perf_counter() - step_started
         metrics.update(timings)
         metrics.update(_reward_summary(all_scored, self.taxonomy))
+        metrics.update(rollout_stats(all_results))
+        metrics.update(reward_reasons=reason_shares(all_scored), reward_error_rate=scoring_error_rate(all_scored))
         events, self.pool.events = self.pool.events, []
         metrics.update({"policy_version": self.version, "cursor": self.data_cursor, "pool_size": self.pool.size,
                         "pool_target": self.target, "prompts": [g.prompt_id for g in kept], "pool_events": events,
                         "rollout_versions": sorted({g.policy_version for g in kept})})
-        if rl.probe_every and self.step == rl.steps:
-            probe = self._probe()  # the final policy
+        if self.step == rl.steps:  # the final policy
+            probe = self._probe() if rl.probe_every else {}
+            if rl.validate_every:
+                probe.update(self._validate())
         metrics.update(probe)
         self.curve.append(metrics["reward_mean"])
         return metrics
@@ -306,7 +354,8 @@ class GRPODriver:
         staging = rl_checkpoint.staging_directory(self.rl_dir, self.step)
         self.learners.save(str(staging))
         state = {"step": self.step, "cursor": self.data_cursor, "version": self.version, "seed": self.seed,
-                 "rng": rl_checkpoint.rng_state(), "reward_curve": self.curve, "policy_base": self.policy_base}
+                 "rng": rl_checkpoint.rng_state(), "reward_curve": self.curve, "policy_base": self.policy_base,
+                 "skipped_steps": self.skipped_steps}
         return rl_checkpoint.commit_checkpoint(staging, self.rl_dir, self.step, state, self.rl.keep_checkpoints)
 
     def shutdown(self) -> None:

@@ -108,9 +108,11 @@ def data_stage(config: SkinR1Config, fresh: bool = False) -> Path:
         return config.data_path
     from skinr1.data.synthetic import synthesize
 
-    settings = {"seed": config.seed, "scale": config.data.synthetic_scale}
+    settings = {"seed": config.seed, "scale": config.data.synthetic_scale,
+                "dense_skin_types": list(config.data.synthetic_dense_skin_types)}
     directory = config.data_path
-    run_stage("data", directory, settings, lambda: synthesize(directory, seed=config.seed, scale=config.data.synthetic_scale), fresh)
+    run_stage("data", directory, settings, lambda: synthesize(directory, seed=config.seed, scale=config.data.synthetic_scale,
+                                                              dense_skin_types=settings["dense_skin_types"]), fresh)
     return directory
 
 
@@ -156,7 +158,8 @@ def rl_policy_base(config: SkinR1Config, base_model: str, sft_policy: Path | Non
 
 # How a GRPO run is operated, not what it trains: a run resumes (or is reused) across changes to these.
 OPERATIONAL_RL_SETTINGS = ("stop_after_step", "kill_rollout_actor_at_step", "checkpoint_every", "keep_checkpoints",
-                           "probe_every", "probe_prompts", "sync_backend", "sync_bucket_mb")
+                           "probe_every", "probe_prompts", "validate_every", "validate_prompts", "sync_backend",
+                           "sync_bucket_mb", "max_reward_error_rate")
 OPERATIONAL_ROLLOUT_SETTINGS = ("num_workers", "min_workers", "max_workers", "placement_timeout_s",
                                 "startup_timeout_s", "resources")
 
@@ -183,8 +186,10 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
 
     def work() -> dict:
         policy_base = rl_policy_base(config, base_model, sft_policy)
+        validation = data_dir / config.data.valid if config.data.valid else None
         driver = GRPODriver(config.rl, config.reward, policy_base, str(data_dir / config.data.sparse), rl_dir,
-                            seed=config.seed, include_system_prompt=config.trajectories.include_system_prompt)
+                            seed=config.seed, include_system_prompt=config.trajectories.include_system_prompt,
+                            validation_manifest=str(validation) if validation else None)
         try:
             driver.start()
             with MetricsLogger(rl_dir / "metrics.jsonl", rl_dir / "tensorboard") as logger:
