@@ -24,6 +24,7 @@ def run_sft(model: str, data: str, run_dir: str | Path, config: SFTConfig) -> Pa
     from ray.train.torch import TorchTrainer
 
     from skinr1.atomic import atomic_directory
+    from skinr1.progress import FollowMetrics
 
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -42,7 +43,8 @@ def run_sft(model: str, data: str, run_dir: str | Path, config: SFTConfig) -> Pa
             failure_config=ray.train.FailureConfig(max_failures=0),
         ),
     )
-    result = trainer.fit()
+    with FollowMetrics(run_dir / "metrics.jsonl", "sft"):
+        result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError("SFT finished without a checkpoint")
     final = run_dir / "final"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -69,7 +68,6 @@ def sft_train_loop(loop_config: dict[str, Any]) -> None:
 
     run_dir = Path(loop_config["run_dir"])
     logger = MetricsLogger(run_dir / "metrics.jsonl", run_dir / "tensorboard") if rank == 0 else None
-    progress = _progress_bar(rank, start_step, total_steps)
     pad_id = processor.tokenizer.pad_token_id
     engine.module.train()
     for step in range(start_step, total_steps):
@@ -91,12 +89,10 @@ def sft_train_loop(loop_config: dict[str, Any]) -> None:
         metrics = _reduce_metrics(dist, losses, tokens, truncated, elapsed)
         all_ids = _gather_ids(dist, trained_ids, world)
         finished = step + 1
-        row = {**metrics, "lr": engine.learning_rate, "epoch": step // layout.steps_per_epoch, "samples": all_ids}
+        row = {**metrics, "lr": engine.learning_rate, "epoch": step // layout.steps_per_epoch, "samples": all_ids,
+               "total_steps": total_steps}  # the driver's progress bar follows these rows
         if logger:
             logger.log(finished, row)
-        if progress:
-            progress.update(1)
-            progress.set_postfix(loss=f"{metrics['loss']:.3f}")
         if finished % config.checkpoint_every == 0 or finished == total_steps:
             _save_checkpoint(engine, processor, config, rank, world, finished, len(records), row)
             if config.stop_after_step is not None and finished >= config.stop_after_step and finished < total_steps:
@@ -179,11 +175,3 @@ def _check_resumable(state: dict, config: SFTConfig, world: int, num_records: in
     if changed:
         detail = ", ".join(f"{k}: checkpoint {a} vs now {b}" for k, (a, b) in changed.items())
         raise ValueError(f"cannot resume exactly: the data order depends on settings that changed ({detail})")
-
-
-def _progress_bar(rank: int, start: int, total: int):
-    if rank != 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, desc="sft", unit="step", disable=os.environ.get("SKINR1_NO_PROGRESS") == "1")

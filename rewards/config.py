@@ -38,6 +38,11 @@ class RewardConfig:
     hierarchical_weight: float = 0.75
     """Open mode: weight x (weighted depth of LCA(prediction, truth) / weighted depth of the truth)."""
 
+    partial_credit: bool = True
+    """Open mode: credit along the truth's path (a right category or group earns its share when
+    the disease is wrong). False: all or nothing, the full weight only for the labelled node or a
+    subtype of it (the binary-reward ablation)."""
+
     granularity_weight: float = 0.75
     """Choice mode: weight x (depth of the chosen correct option / depth of the deepest correct option)."""
 

@@ -214,6 +214,8 @@ class RewardScorer:
             acc_score, acc_reason = 0.0, why
         elif accuracy == "hierarchical":
             credit, acc_reason = self._credit(pred, gt)
+            if not cfg.partial_credit and credit < 1.0:
+                credit = 0.0  # binary ablation: a right ancestor alone earns nothing
             acc_score = cfg.hierarchical_weight * credit
         else:
             deepest = self._deepest(sample.option_nodes, gt)

@@ -8,6 +8,7 @@ the entrypoint already has `RAY_ADDRESS` set and we join that cluster instead of
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 LOOPBACK = "127.0.0.1"
@@ -33,11 +34,13 @@ def init_ray(
     runtime_env: dict[str, Any] | None = None,
     object_store_memory: int | None = None,
     log_to_driver: bool = True,
+    log_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Start a local loopback Ray node, or join `address` / `$RAY_ADDRESS` when given.
 
-    Returns the `ray.init` context info as a dict. Calling it again in a process that already has
-    Ray initialised is a no-op.
+    With `log_dir`, the run's worker processes write their output there and only their warnings
+    reach the driver's screen (see skinr1.logs). Returns the `ray.init` context info as a dict.
+    Calling it again in a process that already has Ray initialised is a no-op.
     """
     apply_loopback_environment()
     import ray
@@ -48,9 +51,16 @@ def init_ray(
     env_vars = dict(LOOPBACK_ENV if address else LOCAL_NODE_ENV)
     if not address:
         os.environ.setdefault("VLLM_HOST_IP", LOOPBACK)
-    if runtime_env and runtime_env.get("env_vars"):
+    runtime_env = dict(runtime_env or {})
+    if log_dir is not None:
+        from skinr1.logs import runtime_env_for_logs
+
+        routing = runtime_env_for_logs(log_dir)
+        env_vars.update(routing.pop("env_vars"))
+        runtime_env = {**routing, **runtime_env}
+    if runtime_env.get("env_vars"):
         env_vars.update(runtime_env["env_vars"])
-    merged_env = {**(runtime_env or {}), "env_vars": env_vars}
+    merged_env = {**runtime_env, "env_vars": env_vars}
     if address:
         context = ray.init(address=address, runtime_env=merged_env, log_to_driver=log_to_driver)
     else:

@@ -279,6 +279,16 @@ class TestScorerOpen:
         assert result.reward == pytest.approx(2.1) and result.reasons[-1] == "differential:named"
         assert scorer.score(good("melanoma (malignant)"), sample).components["differential"] == 0.0
 
+    def test_binary_ablation_gives_no_partial_credit(self, resolver):
+        scorer = RewardScorer(RewardConfig.preset("open", partial_credit=False), resolver)
+        sample = build_sample(resolver, "melanoma", "open")
+        partial = scorer.score(good("malignant melanoma (malignant)"), sample)  # right group, coarser
+        assert partial.components["hierarchical"] == 0.0 and partial.reasons[1] == "hierarchical:ancestor"
+        assert scorer.score(good("melanoma (malignant)"), sample).components["hierarchical"] == 0.75
+        # A subtype of a coarse label is right, so it keeps the full weight.
+        coarse = build_sample(resolver, "malignant melanoma", "open")
+        assert scorer.score(good("nodular melanoma (malignant)"), coarse).components["hierarchical"] == 0.75
+
     def test_level_weights(self, resolver):
         scorer = RewardScorer(RewardConfig.preset("open", level_weights=(3.0, 2.0, 1.0)), resolver)
         result = scorer.score(good("malignant"), build_sample(resolver, "melanoma", "open"))

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "skinr1.cli.trajectories_cmd",
     "skinr1.cli.sft_cmd",
     "skinr1.cli.pipeline_cmd",
+    "skinr1.cli.ablate_cmd",
     "skinr1.cli.rl_cmd",
     "skinr1.cli.scale_cmd",
     "skinr1.cli.merge_cmd",

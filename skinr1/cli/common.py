@@ -18,8 +18,13 @@ def load_config_from_args(args: argparse.Namespace):
     from skinr1.config.schema import load_run_config
     from skinr1.data.records import write_text_atomic
 
+    from skinr1.logs import route_driver_logs
+
     config = load_run_config(args.config, args.overrides)
     config.run_path.mkdir(parents=True, exist_ok=True)
     write_text_atomic(config.run_path / f"config.{args.command}.yaml", to_yaml(config))
-    init_ray(address=config.ray.address, num_cpus=config.ray.num_cpus)
+    log_dir = config.run_path / "logs"
+    route_driver_logs(log_dir)
+    print(f"framework logs (Ray, vLLM, DeepSpeed): {log_dir}/")
+    init_ray(address=config.ray.address, num_cpus=config.ray.num_cpus, log_dir=log_dir)
     return config

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 def run_pipeline(config, fresh: bool) -> dict:
     """Run (or reuse) every stage; print the summary table, stage wall times and report paths."""
     from skinr1.data.records import write_text_atomic
-    from skinr1.eval.report import format_table
+    from skinr1.eval.report import format_comparisons, format_table
     from skinr1.pipeline import stages
 
     timings: dict[str, float] = {}
@@ -51,6 +51,7 @@ def run_pipeline(config, fresh: bool) -> dict:
     # Reused stages take ~0 s: the times describe this invocation, and are kept next to the report.
     write_text_atomic(eval_dir / "stage_times.txt", wall + "\n")
     print("\n" + format_table(report))
+    print("\npaired differences on the same images (95% bootstrap CI):\n" + format_comparisons(report))
     print(f"\nstage wall times: {wall}")
     print(f"reports: {eval_dir / 'report.md'}, {eval_dir / 'report.json'}, figure {eval_dir / 'report.png'}")
     return report

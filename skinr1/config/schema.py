@@ -7,6 +7,7 @@ shared sections and the cross-section checks.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -92,6 +93,10 @@ class SkinR1Config:
     POSIX file system mounted on every node (object-store URIs such as s3:// are not supported)."""
     seed: int = 0
     """Global seed (stages derive theirs from it unless set explicitly)."""
+    variant: str = ""
+    """An ablation variant's name (`skinr1 ablate`): its GRPO stage lives under
+    <run_dir>/ablations/<variant>/rl, while the stages it shares with the run (base model, data,
+    trajectories, SFT) stay at the top and are reused. Empty: the run's own GRPO stage."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """Base policy."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -113,6 +118,8 @@ class SkinR1Config:
                 f"run_dir {self.run_dir!r} is a URI; checkpoints are written with atomic renames, which object "
                 "stores do not offer: use a shared file system path (e.g. an EFS/Filestore/NFS mount)"
             )
+        if self.variant and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.variant):
+            raise ValueError(f"variant must be a plain name (letters, digits, _ . -), got {self.variant!r}")
         if self.rl.mode != self.reward.mode:
             raise ValueError(f"rl.mode {self.rl.mode!r} and reward.mode {self.reward.mode!r} must agree")
         tags = (self.reward.reasoning_tag, self.reward.answer_tag)
@@ -148,7 +155,7 @@ class SkinR1Config:
 
     @property
     def rl_dir(self) -> Path:
-        return self.run_path / "rl"
+        return self.run_path / "ablations" / self.variant / "rl" if self.variant else self.run_path / "rl"
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> SkinR1Config:

@@ -335,7 +335,9 @@ class GRPODriver:
     def run(self, logger=None, progress: bool = True) -> dict[str, Any]:
         from tqdm import tqdm
 
-        bar = tqdm(total=self.rl.steps, initial=self.step, desc="grpo", unit="step", disable=not progress)
+        from skinr1.progress import progress_enabled
+
+        bar = tqdm(total=self.rl.steps, initial=self.step, desc="grpo", unit="step", disable=not (progress and progress_enabled()))
         last: dict[str, Any] = {}
         while self.step < self.rl.steps:
             last = self.run_step()

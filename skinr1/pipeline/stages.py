@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from skinr1.config.schema import TINY_MODEL, SkinR1Config
+from skinr1.pipeline.summaries import grpo_summary, sft_summary
 
 MARKER = "stage.json"
 PENDING = "stage.pending.json"
@@ -133,7 +134,15 @@ def sft_stage(config: SkinR1Config, base_model: str, sft_data: Path, fresh: bool
     directory = config.sft_dir
     settings = {"sft": config.sft, "base_model": base_model, "data": artifact_identity(sft_data)}
     run_stage("sft", directory, settings, lambda: {"final": str(run_sft(base_model, str(sft_data), directory, config.sft))}, fresh)
+    _print_summary(directory / "metrics.jsonl", sft_summary)
     return directory / "final"
+
+
+def _print_summary(metrics: Path, summarize: Callable[[list[dict]], str]) -> None:
+    from skinr1.metrics import read_metrics
+
+    if metrics.is_file():
+        print(summarize(read_metrics(metrics)))
 
 
 def _summary(report: dict) -> dict:
@@ -200,23 +209,30 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
         return {"final": str(final), "steps": driver.step, "startup_s": driver.startup_s}
 
     # An unfinished run has no marker, so run_stage calls `work`, whose driver resumes from the last checkpoint.
-    return Path(run_stage("rl", rl_dir, marker, work, fresh)["final"])
+    final = Path(run_stage("rl", rl_dir, marker, work, fresh)["final"])
+    _print_summary(rl_dir / "metrics.jsonl", grpo_summary)
+    return final
 
 
-def eval_stage(config: SkinR1Config, checkpoints: dict[str, str], data_dir: Path, fresh: bool = False) -> dict:
-    """Evaluate checkpoints side by side on the held-out manifests; returns the report dict."""
-    from skinr1.eval.report import write_report
+def eval_stage(config: SkinR1Config, checkpoints: dict[str, str], data_dir: Path, fresh: bool = False,
+               directory: Path | None = None, pairs: list[tuple[str, str]] | None = None) -> dict:
+    """Evaluate checkpoints side by side on the held-out manifests; returns the report dict.
+
+    `directory` defaults to <run_dir>/eval; `pairs` are the (from, to) checkpoints whose paired
+    differences the report gives (default: each checkpoint against the one before it)."""
+    from skinr1.eval.report import compare_checkpoints, write_report
     from skinr1.eval.runner import EvalSettings, evaluate_checkpoints
 
-    directory = config.run_path / "eval"
+    directory = directory or config.run_path / "eval"
     settings = EvalSettings(mode=config.reward.mode, max_tokens=config.rl.sampling.max_tokens,
                             include_system_prompt=config.trajectories.include_system_prompt, seed=config.seed)
     manifests = [str(data_dir / name) for name in config.data.test]
-    marker = {"settings": settings, "manifests": manifests,
+    marker = {"settings": settings, "manifests": manifests, "pairs": pairs,
               "checkpoints": {name: artifact_identity(path) for name, path in checkpoints.items()}}
 
     def work() -> dict:
         report = evaluate_checkpoints(checkpoints, manifests, settings)
+        compare_checkpoints(report, pairs)
         write_report(report, directory)
         return {"report": str(directory / "report.json")}
 

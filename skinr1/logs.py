@@ -1,0 +1,86 @@
+"""Where output goes: a person reads progress, summaries and warnings; framework logs go to files.
+
+Ray, vLLM and DeepSpeed write hundreds of INFO lines (engine start-up, weight reloads, ZeRO set-up)
+that drown a run's progress. When a run directory is known, `route_driver_logs` sends the driver's
+log records to <run_dir>/logs/driver.log and shows only warnings and errors on screen, and every
+Ray worker process of the run runs `worker_process_setup` (a Ray `worker_process_setup_hook`): its
+standard output and error go to <run_dir>/logs/worker-<pid>.log, and only this project's warnings
+and anyone's errors still reach the original standard error, which Ray relays to the driver's screen.
+Tracebacks of failed tasks reach the driver through Ray's exceptions, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+LOG_DIR_ENV = "SKINR1_LOG_DIR"
+"""Set in a run's Ray runtime environment: the directory worker processes write their logs to."""
+WORKER_SETUP_HOOK = "skinr1.logs.worker_process_setup"
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+QUIET_FRAMEWORK_ENV = {
+    # vLLM's own handler prints every level to stdout; without it its records reach our handlers.
+    "VLLM_CONFIGURE_LOGGING": "0",
+}
+
+
+OWN_LOGGERS = ("skinr1", "learner", "rollout", "rewards", "__main__")
+"""This project's loggers: their warnings reach the screen. Frameworks' warnings (vLLM's notes on
+Triton or chunked prefill, DeepSpeed's on the accelerator) go to the log files; their errors show."""
+
+
+class _ScreenFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or record.name.split(".")[0] in OWN_LOGGERS
+
+
+def _install(root: logging.Logger, handler: logging.Handler, level: int) -> None:
+    if level >= logging.WARNING:
+        handler.addFilter(_ScreenFilter())
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.skinr1 = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+
+
+def route_driver_logs(log_dir: str | Path) -> Path:
+    """Driver process: records of every logger to <log_dir>/driver.log; this project's warnings and
+    anyone's errors also on screen. Idempotent. Returns the log file's path."""
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for key, value in QUIET_FRAMEWORK_ENV.items():
+        os.environ.setdefault(key, value)  # read when vLLM is first imported (later in the run)
+    path = log_dir / "driver.log"
+    root = logging.getLogger()
+    if not any(getattr(h, "skinr1", False) for h in root.handlers):
+        root.setLevel(logging.INFO)
+        _install(root, logging.FileHandler(path, encoding="utf-8"), logging.INFO)
+        _install(root, logging.StreamHandler(sys.stderr), logging.WARNING)
+    return path
+
+
+def worker_process_setup() -> None:
+    """Ray worker process start-up (see the module docstring); does nothing without LOG_DIR_ENV."""
+    log_dir = os.environ.get(LOG_DIR_ENV)
+    if not log_dir:
+        return
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    screen = os.fdopen(os.dup(2), "w", buffering=1)  # what Ray relays to the driver
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log_file = open(Path(log_dir) / f"worker-{os.getpid()}.log", "a", buffering=1, encoding="utf-8")
+    # At the descriptor level, so that child processes (vLLM's engine core) and C++ code follow.
+    os.dup2(log_file.fileno(), 1)
+    os.dup2(log_file.fileno(), 2)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    _install(root, logging.StreamHandler(log_file), logging.INFO)
+    _install(root, logging.StreamHandler(screen), logging.WARNING)
+
+
+def runtime_env_for_logs(log_dir: str | Path) -> dict:
+    """The runtime-env entries that route a run's worker logs to `log_dir`."""
+    return {"worker_process_setup_hook": WORKER_SETUP_HOOK,
+            "env_vars": {LOG_DIR_ENV: str(Path(log_dir).resolve()), **QUIET_FRAMEWORK_ENV}}

@@ -1,0 +1,89 @@
+"""What a person sees: framework logs routed to files, warnings still on screen, driver-side
+progress bars that follow the workers' metrics, and one-screen stage summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from skinr1.pipeline.summaries import grpo_summary, sft_summary
+from skinr1.progress import FollowMetrics
+
+_CHATTY_PROCESS = """
+import logging, os, subprocess, sys
+from skinr1.logs import {setup}
+{setup}({arg})
+print("framework chatter on stdout")
+logging.getLogger("vllm.engine").info("engine started")
+logging.getLogger("skinr1.driver").warning("a warning that matters")
+logging.getLogger("vllm.config").warning("framework note")
+logging.getLogger("vllm.engine").error("framework error")
+subprocess.run(["sh", "-c", "echo child process output >&2"])
+"""
+
+
+def _run(setup: str, arg: str, env: dict) -> subprocess.CompletedProcess:
+    code = _CHATTY_PROCESS.format(setup=setup, arg=arg)
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_worker_output_goes_to_its_log_file_and_only_warnings_reach_the_screen(tmp_path):
+    done = _run("worker_process_setup", "", {"SKINR1_LOG_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    [log] = list(tmp_path.glob("worker-*.log"))
+    text = log.read_text()
+    for line in ("framework chatter on stdout", "engine started", "a warning that matters", "child process output"):
+        assert line in text, text
+    screen = done.stdout + done.stderr
+    assert "a warning that matters" in screen and "framework error" in screen
+    assert "framework note" in text and "framework note" not in screen
+    assert "framework chatter" not in screen and "engine started" not in screen and "child process" not in screen
+
+
+def test_worker_setup_does_nothing_outside_a_routed_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "SKINR1_LOG_DIR"}
+    done = subprocess.run([sys.executable, "-c", _CHATTY_PROCESS.format(setup="worker_process_setup", arg="")],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert "framework chatter on stdout" in done.stdout
+
+
+def test_driver_records_go_to_driver_log_and_warnings_to_the_screen(tmp_path):
+    done = _run("route_driver_logs", repr(str(tmp_path)), {})
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "driver.log").read_text()
+    assert "engine started" in text and "a warning that matters" in text
+    assert "a warning that matters" in done.stderr and "engine started" not in done.stderr
+
+
+def test_progress_follows_the_rows_rank_zero_appends(tmp_path, monkeypatch):
+    monkeypatch.delenv("SKINR1_NO_PROGRESS", raising=False)
+    metrics = tmp_path / "metrics.jsonl"
+    with FollowMetrics(metrics, "sft", poll_s=60) as follow:
+        with open(metrics, "w") as handle:
+            handle.write(json.dumps({"step": 1, "loss": 2.5, "total_steps": 40}) + "\n")
+            handle.write(json.dumps({"step": 2, "loss": 2.0, "total_steps": 40}) + "\n")
+            handle.write('{"step": 3, "lo')  # a row still being written
+        follow._read()
+        assert (follow._bar.n, follow._bar.total) == (2, 40)
+        with open(metrics, "a") as handle:
+            handle.write('ss": 1.5, "total_steps": 40}\n')
+        follow._read()
+        assert follow._bar.n == 3 and "1.500" in str(follow._bar.postfix)
+
+
+def test_stage_summaries_fit_on_one_screen():
+    sft = [{"step": i + 1, "loss": 3.0 - 0.1 * i, "seconds": 0.1} for i in range(20)]
+    assert sft_summary(sft) == "sft: 20 steps, loss 2.550 -> 1.550 (means of the first/last 10 steps), 10.0 steps/s"
+    rows = [{"step": i + 1, "policy_version": i + 1, "skipped_steps": 0, "reward_mean": 1.0 + 0.01 * i, "kl": 0.01,
+             "entropy": 1.2, "truncation_rate": 0.0, "reward_error_rate": 0.0, "step_s": 6.0, "generate_s": 4.0,
+             "learn_s": 1.8, "sync_s": 0.2} for i in range(20)]
+    rows[0].update(probe_policy_version=0, probe_reward_mean=1.2, val_policy_version=0, val_leaf_accuracy=0.3, val_leaf_ci=[0.2, 0.4])
+    rows[-1].update(probe_policy_version=20, probe_reward_mean=1.4, val_policy_version=20, val_leaf_accuracy=0.5, val_leaf_ci=[0.4, 0.6])
+    text = grpo_summary(rows)
+    assert "20 steps, 20 updates, 0 steps skipped" in text
+    assert "training reward 1.045 -> 1.145" in text
+    assert "v0 1.200, v20 1.400" in text and "v0 0.300 [0.20, 0.40], v20 0.500 [0.40, 0.60]" in text
+    assert "step 6.00 s, generate 4.00 s, learn 1.80 s, sync 0.20 s" in text
+    assert len(text.splitlines()) <= 8
