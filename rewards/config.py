@@ -14,6 +14,7 @@ from typing import Any, Iterable
 from skinr1.prompts.format import MODES, AnswerFormat
 
 MALIGNANCY_SOURCES = ("stated", "node", "stated_or_node")
+MALIGNANCY_CLASS_COUNTS = (3, 4)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper: multiple choice; format 1.0 + granularity 0.75 + malignancy 0.25 = 2.0.
@@ -47,7 +48,7 @@ class RewardConfig:
     """Choice mode: weight x (depth of the chosen correct option / depth of the deepest correct option)."""
 
     malignancy_weight: float = 0.25
-    """Reward for the right class (benign / precancerous / malignant / non-neoplastic)."""
+    """Reward for the right malignancy class (how many classes: `malignancy_classes`)."""
 
     differential_weight: float = 0.0
     """Reward when the reasoning names at least one DDx neighbour of the truth (0 = off)."""
@@ -59,6 +60,11 @@ class RewardConfig:
     malignancy_source: str = "stated"
     """Where the malignancy term reads the class: "stated" (the answer's parentheses, the paper),
     "node" (the class of the predicted node), or "stated_or_node" (stated if given, else the node's)."""
+
+    malignancy_classes: int = 4
+    """Classes the malignancy term tells apart: 4 = benign / precancerous / malignant /
+    non-neoplastic, as the taxonomy labels them; 3 = the paper's benign / precancerous / malignant,
+    where non-neoplastic counts as benign (either word is right for either kind of lesion)."""
 
     require_format_for_content: bool = False
     """When True, every term but format scores 0 unless the format is right. Off by default, as in
@@ -86,6 +92,8 @@ class RewardConfig:
                 raise ValueError(f"level_weights must be finite numbers > 0, got {self.level_weights!r}")
         if self.malignancy_source not in MALIGNANCY_SOURCES:
             raise ValueError(f"malignancy_source must be one of {MALIGNANCY_SOURCES}, got {self.malignancy_source!r}")
+        if isinstance(self.malignancy_classes, bool) or self.malignancy_classes not in MALIGNANCY_CLASS_COUNTS:
+            raise ValueError(f"malignancy_classes must be 3 or 4, got {self.malignancy_classes!r}")
         self.answer_format  # validates the tags and the length limit
 
     # ----------------------------------------------------------------- derived

@@ -75,14 +75,29 @@ def granularity_reward(
     return weight * min(1.0, depth / deepest), "deepest_correct" if depth >= deepest else "coarser_correct"
 
 
-def label_classes(taxonomy: Taxonomy, gt: str) -> frozenset[str]:
-    """Malignancy classes consistent with a label: its own and those of every disease below it.
+def collapse_malignancy(cls: str, classes: int = 4) -> str:
+    """A taxonomy malignancy class as scored with `classes` classes (see RewardConfig.malignancy_classes).
+
+    4 keeps every class; 3 (the paper's) reads "non-neoplastic" as "benign": a non-neoplastic
+    condition is not a tumour, let alone a malignant one.
+    """
+    if classes == 4:
+        return cls
+    if classes == 3:
+        return "benign" if cls == "non-neoplastic" else cls
+    raise ValueError(f"malignancy classes must be 3 or 4, got {classes!r}")
+
+
+def label_classes(taxonomy: Taxonomy, gt: str, classes: int = 4) -> frozenset[str]:
+    """Malignancy classes consistent with a label: its own and those of every disease below it,
+    each as `collapse_malignancy` maps it for `classes` classes.
 
     A coarse label (HAM10000's "akiec" -> malignant epidermal) covers subtypes of another class
     (actinic keratosis, precancerous); the image may be any of them, so each of their classes is
     right, exactly as a subtype of a coarse label earns full hierarchical credit.
     """
-    return frozenset({taxonomy.malignancy(gt), *(taxonomy.malignancy(d) for d in taxonomy.descendants(gt))})
+    own = (taxonomy.malignancy(gt), *(taxonomy.malignancy(d) for d in taxonomy.descendants(gt)))
+    return frozenset(collapse_malignancy(c, classes) for c in own)
 
 
 def malignancy_reward(
@@ -93,11 +108,13 @@ def malignancy_reward(
     weight: float,
     source: str = "stated",
     accepted: frozenset[str] | None = None,
+    classes: int = 4,
 ) -> Score:
     """`weight` for a right malignancy class, read from the answer's parentheses and/or the predicted node.
 
     `source` is "stated", "node" or "stated_or_node" (see RewardConfig.malignancy_source);
-    `accepted` is `label_classes(taxonomy, gt)` (passed in so callers can cache it).
+    `classes` is 3 or 4 (see RewardConfig.malignancy_classes); `accepted` is
+    `label_classes(taxonomy, gt, classes)` (passed in so callers can cache it).
     """
     if stated is not None and source != "node":
         claimed, how = stated, "stated"
@@ -105,7 +122,9 @@ def malignancy_reward(
         claimed, how = taxonomy.malignancy(pred), "node"
     else:
         return 0.0, "not_stated" if source == "stated" else "no_prediction"
-    if claimed in (accepted if accepted is not None else label_classes(taxonomy, gt)):
+    if accepted is None:
+        accepted = label_classes(taxonomy, gt, classes)
+    if collapse_malignancy(claimed, classes) in accepted:
         return weight, f"correct_{how}"
     return 0.0, f"wrong_{how}"
 

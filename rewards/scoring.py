@@ -149,7 +149,7 @@ class RewardScorer:
         self._credit = lru_cache(maxsize=_CACHE_SIZE)(partial(path_credit, tax, level_weights=self.config.level_weights))
         self._deepest = lru_cache(maxsize=_CACHE_SIZE)(partial(deepest_correct_depth, tax))
         self._granularity = lru_cache(maxsize=_CACHE_SIZE)(partial(granularity_reward, tax))
-        self._classes = lru_cache(maxsize=_CACHE_SIZE)(partial(label_classes, tax))
+        self._classes = lru_cache(maxsize=_CACHE_SIZE)(partial(label_classes, tax, classes=self.config.malignancy_classes))
         self._ddx = lru_cache(maxsize=4096)(partial(ddx_pattern, tax))
 
     # ----------------------------------------------------------------- public
@@ -225,7 +225,8 @@ class RewardScorer:
             mal_score, mal_reason = 0.0, why
         else:
             mal_score, mal_reason = malignancy_reward(
-                tax, gt, stated, pred, cfg.malignancy_weight, cfg.malignancy_source, self._classes(gt)
+                tax, gt, stated, pred, cfg.malignancy_weight, cfg.malignancy_source, self._classes(gt),
+                cfg.malignancy_classes,
             )
 
         components = {"format": fmt_score, accuracy: acc_score, "malignancy": mal_score}

@@ -2,7 +2,8 @@
 
 Ray, vLLM and DeepSpeed write hundreds of INFO lines (engine start-up, weight reloads, ZeRO set-up)
 that drown a run's progress. When a run directory is known, `route_driver_logs` sends the driver's
-log records to <run_dir>/logs/driver.log and shows only warnings and errors on screen, and every
+log records to <run_dir>/logs/driver.log and shows only this project's warnings and anyone's
+errors on screen; every vLLM process logs to <run_dir>/logs/vllm.log (`vllm_logging_config`); every
 Ray worker process of the run runs `worker_process_setup` (a Ray `worker_process_setup_hook`): its
 standard output and error go to <run_dir>/logs/worker-<pid>.log, and only this project's warnings
 and anyone's errors still reach the original standard error, which Ray relays to the driver's screen.
@@ -11,6 +12,7 @@ Tracebacks of failed tasks reach the driver through Ray's exceptions, so nothing
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -20,10 +22,28 @@ LOG_DIR_ENV = "SKINR1_LOG_DIR"
 """Set in a run's Ray runtime environment: the directory worker processes write their logs to."""
 WORKER_SETUP_HOOK = "skinr1.logs.worker_process_setup"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-QUIET_FRAMEWORK_ENV = {
-    # vLLM's own handler prints every level to stdout; without it its records reach our handlers.
-    "VLLM_CONFIGURE_LOGGING": "0",
-}
+VLLM_CONFIG_ENV = "VLLM_LOGGING_CONFIG_PATH"
+NO_FRAMEWORK_BARS = ("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+"""transformers' and the hub's own bars (weight loading, shard writing): the stages draw theirs."""
+
+
+def vllm_logging_config(log_dir: Path) -> Path:
+    """Write the logging config that every vLLM process applies at import (the driver, rollout
+    actors and the engine-core subprocesses they spawn alike): records to <log_dir>/vllm.log,
+    errors also on screen. Returns its path."""
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": FORMAT}},
+        "handlers": {
+            "file": {"class": "logging.FileHandler", "filename": str(log_dir / "vllm.log"), "formatter": "plain", "level": "INFO"},
+            "screen": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "plain", "level": "ERROR"},
+        },
+        "loggers": {"vllm": {"handlers": ["file", "screen"], "level": "INFO", "propagate": False}},
+    }
+    path = log_dir / "vllm_logging.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
 
 
 OWN_LOGGERS = ("skinr1", "learner", "rollout", "rewards", "__main__")
@@ -50,8 +70,9 @@ def route_driver_logs(log_dir: str | Path) -> Path:
     anyone's errors also on screen. Idempotent. Returns the log file's path."""
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    for key, value in QUIET_FRAMEWORK_ENV.items():
-        os.environ.setdefault(key, value)  # read when vLLM is first imported (later in the run)
+    # Read when vLLM is first imported (later in the run); a user's own config wins.
+    os.environ.setdefault(VLLM_CONFIG_ENV, str(vllm_logging_config(log_dir)))
+    os.environ.setdefault(*NO_FRAMEWORK_BARS)
     path = log_dir / "driver.log"
     root = logging.getLogger()
     if not any(getattr(h, "skinr1", False) for h in root.handlers):
@@ -82,5 +103,8 @@ def worker_process_setup() -> None:
 
 def runtime_env_for_logs(log_dir: str | Path) -> dict:
     """The runtime-env entries that route a run's worker logs to `log_dir`."""
+    log_dir = Path(log_dir).resolve()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    vllm_config = os.environ.get(VLLM_CONFIG_ENV) or str(vllm_logging_config(log_dir))
     return {"worker_process_setup_hook": WORKER_SETUP_HOOK,
-            "env_vars": {LOG_DIR_ENV: str(Path(log_dir).resolve()), **QUIET_FRAMEWORK_ENV}}
+            "env_vars": {LOG_DIR_ENV: str(log_dir), VLLM_CONFIG_ENV: vllm_config, NO_FRAMEWORK_BARS[0]: NO_FRAMEWORK_BARS[1]}}

@@ -70,7 +70,8 @@ def test_format_lookup_accepts_spellings():
     assert format_for("generic").name == "generic"
     with pytest.raises(ManifestError):
         format_for("imagenet")
-    assert set(FORMATS) == {"fitzpatrick17k", "ham10000", "isic2019", "bcn20000", "pad-ufes-20", "ddi", "derm7pt", "generic"}
+    assert set(FORMATS) == {"fitzpatrick17k", "ham10000", "isic2019", "bcn20000", "pad-ufes-20", "ddi", "derm7pt",
+                            "derm12345", "dermnet", "isic2018", "isic2020", "isbi2016", "msld", "omnimedvqa", "generic"}
     assert set(SOURCE_CHOICES) == set(FORMATS)  # the CLI's literal list (kept import-free for --help)
 
 

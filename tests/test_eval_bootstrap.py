@@ -40,7 +40,7 @@ def test_resampling_in_blocks_keeps_every_resample(monkeypatch):
 
     # 7 resamples of 100 records per block: 72 blocks, the last one short
     monkeypatch.setattr(bootstrap, "_MAX_DRAWS_PER_BLOCK", 100 * 7)
-    means = bootstrap._resampled_means(np.array([1.0, 0.0] * 50), resamples=500, seed=0)
+    means = bootstrap.resampled_means(np.array([1.0, 0.0] * 50), resamples=500, seed=0)
     assert means.shape == (500,)
     assert len(set(means.tolist())) > 10  # blocks draw fresh indices, not one block repeated
     low, high = bootstrap_ci([1, 0] * 50, resamples=500)

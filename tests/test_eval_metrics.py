@@ -231,3 +231,16 @@ def test_reports_without_intervals_still_render(three_checkpoints):
     table = format_table(report)
     assert "0.500 |" in table and "[" not in table
     assert compare_checkpoints(report) == []
+
+
+def test_report_json_keeps_outcome_columns_on_one_line():
+    import json
+
+    from skinr1.eval.report import dumps_readable
+
+    report = {"checkpoints": {"rl": {"per_record": {"leaf": [0, 1, None], "record_id": ["a", "b", "c"]}, "ci": [0.1, 0.9]}},
+              "comparisons": [{"from": "sft", "to": "rl"}], "empty": {}, "none": []}
+    text = dumps_readable(report)
+    assert json.loads(text) == report
+    assert '"leaf": [0, 1, null]' in text and '"record_id": ["a", "b", "c"]' in text
+    assert '\n  "comparisons": [\n    {\n' in text  # nested structures stay indented

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rewards import RewardConfig, RewardSample, RewardScorer
+from rewards import MALIGNANCY_SOURCES, RewardConfig, RewardSample, RewardScorer
 from skinr1.prompts import DEFAULT_FORMAT, ChoiceOption, parse_completion
 from skinr1.prompts.parser import _parse_slow
 from reward_helpers import good, tiny_resolver
@@ -20,6 +20,7 @@ CONFIGS = {
     "paper": RewardConfig.preset("paper"),
     "weighted": RewardConfig.preset("open", level_weights=(3.0, 2.0, 1.0)),
     "strict": RewardConfig.preset("open", require_format_for_content=True, malignancy_source="stated_or_node"),
+    "three_classes": RewardConfig.preset("paper", malignancy_classes=3),
 }
 
 
@@ -177,3 +178,24 @@ class TestMonotonicity:
         text = good(tax.node(pred).name)
         sample = RewardSample(gt, "open")
         assert fresh.score(text, sample) == scorers["open"].score(text, sample) == fresh.score(text, sample)
+
+
+class TestMalignancyClasses:
+    @PROPERTY_SETTINGS
+    @given(data=st.data())
+    def test_three_classes_only_merge(self, tax, data):
+        """Three classes merge non-neoplastic into benign: what is right with four stays right, and
+        the two differ only where that merge is involved."""
+        gt, pred = (data.draw(st.sampled_from(sorted(tax.nodes))) for _ in range(2))
+        suffix = data.draw(st.sampled_from(["", " (benign)", " (precancerous)", " (malignant)", " (non-neoplastic)"]))
+        source = data.draw(st.sampled_from(MALIGNANCY_SOURCES))
+        text, sample = good(tax.node(pred).name + suffix), RewardSample(gt, "open")
+        four, three = (
+            RewardScorer(RewardConfig.preset("open", malignancy_source=source, malignancy_classes=n), tax).score(text, sample)
+            for n in (4, 3)
+        )
+        assert three.components["malignancy"] >= four.components["malignancy"]
+        assert three.components["hierarchical"] == four.components["hierarchical"]
+        if three.components["malignancy"] > four.components["malignancy"]:
+            gt_classes = {tax.malignancy(n) for n in (gt, *tax.descendants(gt))}
+            assert "non-neoplastic" in {*gt_classes, suffix.strip(" ()"), tax.malignancy(pred)}

@@ -22,7 +22,7 @@ from rewards import (
     path_credit,
     score_batch,
 )
-from rewards.functions import ddx_pattern, deepest_correct_depth, weighted_depth
+from rewards.functions import collapse_malignancy, ddx_pattern, deepest_correct_depth, label_classes, weighted_depth
 from skinr1.prompts import ChoiceOption, parse_completion
 from reward_helpers import good, tiny_resolver
 
@@ -58,10 +58,18 @@ class TestConfig:
         {"format_weight": -1}, {"malignancy_weight": math.nan}, {"granularity_weight": math.inf}, {"format_weight": True},
         {"mode": "essay"}, {"level_weights": (1.0, 0.0)}, {"level_weights": (-1.0,)}, {"malignancy_source": "vibes"},
         {"answer_tag": ""}, {"max_answer_chars": 0},
+        {"malignancy_classes": 2}, {"malignancy_classes": 5}, {"malignancy_classes": True}, {"malignancy_classes": "3"},
     ])
     def test_validation(self, kwargs):
         with pytest.raises(ValueError):
             RewardConfig(**kwargs)
+
+    def test_malignancy_classes(self):
+        assert RewardConfig().malignancy_classes == 4  # today's scoring unless asked otherwise
+        assert parse_overrides(["malignancy_classes=3"]) == {"malignancy_classes": 3}
+        assert RewardConfig.from_overrides("paper", ["malignancy_classes=3"]).malignancy_classes == 3
+        with pytest.raises(ValueError, match="malignancy_classes"):
+            RewardConfig(malignancy_classes=2)
 
     def test_unknown_preset(self):
         with pytest.raises(ValueError, match="preset"):
@@ -174,6 +182,50 @@ class TestMalignancy:
     ])
     def test_cases(self, tax, gt, stated, pred, source, score, reason):
         assert malignancy_reward(tax, gt, stated, pred, 0.25, source) == (score, reason)
+
+
+class TestThreeMalignancyClasses:
+    """The paper's benign / precancerous / malignant: non-neoplastic counts as benign."""
+
+    @pytest.mark.parametrize("cls, three", [
+        ("benign", "benign"), ("precancerous", "precancerous"), ("malignant", "malignant"), ("non-neoplastic", "benign"),
+    ])
+    def test_collapse(self, cls, three):
+        assert collapse_malignancy(cls, 3) == three
+        assert collapse_malignancy(cls, 4) == cls == collapse_malignancy(cls)
+
+    def test_collapse_rejects_other_counts(self):
+        with pytest.raises(ValueError, match="3 or 4"):
+            collapse_malignancy("benign", 2)
+
+    def test_label_classes(self, tax):
+        assert label_classes(tax, "non_neoplastic", 3) == {"benign"}
+        assert label_classes(tax, "non_neoplastic") == {"non-neoplastic"}
+        assert label_classes(tax, "malignant_epidermal", 3) == {"malignant", "precancerous"}
+
+    @pytest.mark.parametrize("gt, stated, pred, source, four, three", [
+        ("eczema", "benign", None, "stated", (0.0, "wrong_stated"), (0.25, "correct_stated")),
+        ("dermatofibroma", "non-neoplastic", None, "stated", (0.0, "wrong_stated"), (0.25, "correct_stated")),
+        ("eczema", "non-neoplastic", None, "stated", (0.25, "correct_stated"), (0.25, "correct_stated")),
+        ("melanoma", "non-neoplastic", None, "stated", (0.0, "wrong_stated"), (0.0, "wrong_stated")),
+        ("actinic_keratosis", "benign", None, "stated", (0.0, "wrong_stated"), (0.0, "wrong_stated")),
+        ("dermatofibroma", None, "psoriasis", "node", (0.0, "wrong_node"), (0.25, "correct_node")),
+        ("vitiligo", None, "melanocytic_nevus", "stated_or_node", (0.0, "wrong_node"), (0.25, "correct_node")),
+    ])
+    def test_cases(self, tax, gt, stated, pred, source, four, three):
+        assert malignancy_reward(tax, gt, stated, pred, 0.25, source) == four
+        assert malignancy_reward(tax, gt, stated, pred, 0.25, source, classes=3) == three
+        assert malignancy_reward(tax, gt, stated, pred, 0.25, source, label_classes(tax, gt, 3), 3) == three
+
+    @pytest.mark.parametrize("label, answer", [("eczema", "eczema (benign)"), ("dermatofibroma", "dermatofibroma (non-neoplastic)"),
+                                               ("dermatofibroma", "dermatofibroma (Non neoplastic)")])
+    def test_scorer(self, resolver, label, answer):
+        sample = build_sample(resolver, label, "open")
+        three = RewardScorer(RewardConfig.preset("open", malignancy_classes=3), resolver).score(good(answer), sample)
+        four = RewardScorer(RewardConfig.preset("open"), resolver).score(good(answer), sample)
+        assert three.components["malignancy"] == 0.25 and three.reasons[-1] == "malignancy:correct_stated"
+        assert four.components["malignancy"] == 0.0 and four.reasons[-1] == "malignancy:wrong_stated"
+        assert three.reward == four.reward + 0.25
 
 
 class TestDifferential:
@@ -409,7 +461,7 @@ class TestShipped:
         ("akiec", "ham10000", "actinic keratosis (precancerous)", 2.0),  # coarse label, subtype answer
         ("akiec", "ham10000", "malignant epidermal (malignant)", 2.0),
         ("nv", "ham10000", "melanocytic nevi (benign)", 2.0),
-        ("mel", "ham10000", "malignant melanoma (malignant)", 1.0 + 0.5 + 0.25),
+        ("mel", "ham10000", "malignant melanoma (malignant)", 2.0),  # the clinical name of melanoma
         ("mel", "ham10000", "psoriasis (non-neoplastic)", 1.0),
     ])
     def test_open(self, shipped, label, source, answer, reward):

@@ -87,3 +87,16 @@ def test_stage_summaries_fit_on_one_screen():
     assert "v0 1.200, v20 1.400" in text and "v0 0.300 [0.20, 0.40], v20 0.500 [0.40, 0.60]" in text
     assert "step 6.00 s, generate 4.00 s, learn 1.80 s, sync 0.20 s" in text
     assert len(text.splitlines()) <= 8
+
+
+def test_every_vllm_process_logs_to_the_run_and_shows_only_errors(tmp_path):
+    from skinr1.logs import vllm_logging_config
+
+    config = vllm_logging_config(tmp_path)
+    code = ("import json, logging, logging.config, sys; logging.config.dictConfig(json.load(open(sys.argv[1]))); "
+            "log = logging.getLogger('vllm.v1.engine.core'); log.info('engine ready'); log.warning('no triton'); "
+            "log.error('engine failed')")
+    done = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, timeout=60)
+    text = (tmp_path / "vllm.log").read_text()
+    assert "engine ready" in text and "no triton" in text and "engine failed" in text
+    assert "engine failed" in done.stderr and "no triton" not in done.stderr and "engine ready" not in done.stderr

@@ -21,7 +21,14 @@ from skinr1.trajectories.build import make_job
 from skinr1.trajectories.cache import ResponseCache, request_key
 from skinr1.trajectories.config import TeacherConfig, TrajectoriesConfig
 from skinr1.trajectories.context import build_context
-from skinr1.trajectories.writers_teacher import TeacherWriter, backoff_delay, image_data_uri, teacher_instructions
+from skinr1.trajectories.kinds import TRAJECTORY_TYPES
+from skinr1.trajectories.writers_teacher import (
+    TYPE_INSTRUCTIONS,
+    TeacherWriter,
+    backoff_delay,
+    image_data_uri,
+    teacher_instructions,
+)
 
 GOOD = "<thinking>Pearly. Malignant, malignant epidermal.</thinking>\n<final diagnosis>basal cell carcinoma (malignant)</final diagnosis>"
 
@@ -113,10 +120,10 @@ def context():
     return build_context(TrajectoriesConfig())
 
 
-def _jobs(tmp_path, context, n=1):
+def _jobs(tmp_path, context, n=1, config=None):
     image = tmp_path / "img.png"
     Image.new("RGB", (600, 300), (200, 100, 150)).save(image)
-    config = TrajectoriesConfig()
+    config = config or TrajectoriesConfig()
     return [
         make_job(Record(f"r{i}", str(image), "basal_cell_carcinoma", 3, "synthetic", "bcc"), config, context)
         for i in range(n)
@@ -138,6 +145,18 @@ def test_prompt_carries_image_path_passages_and_task(tmp_path, context):
     assert "malignant > malignant epidermal > basal cell carcinoma" in text
     assert "[1] basal cell carcinoma" in text
     assert "<final diagnosis>basal cell carcinoma (malignant)</final diagnosis>" in text
+
+
+def test_every_type_has_an_instruction_and_random_ones_name_their_differential(tmp_path, context):
+    assert set(TYPE_INSTRUCTIONS) == set(TRAJECTORY_TYPES)
+    config = TrajectoriesConfig()
+    config.types.direct = config.types.ddx_keep = config.types.ddx_switch = 0.0
+    config.types.random_ddx_switch = 1.0
+    job = _jobs(tmp_path, context, config=config)[0]
+    x = context.taxonomy.node(job.plan.differential).name
+    text = teacher_instructions(job, context, max_passage_chars=50)
+    assert job.plan.trajectory_type == "random_ddx_switch"
+    assert f"Start from {x} as your first impression" in text and f"differential: {x}" in text
 
 
 def test_transient_errors_are_retried_then_cached(server, tmp_path, context):

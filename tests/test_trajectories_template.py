@@ -14,6 +14,9 @@ from skinr1.prompts import parse_completion
 from skinr1.trajectories import TrajectoriesConfig, run
 from skinr1.trajectories.build import make_job
 from skinr1.trajectories.context import build_context
+from skinr1.trajectories.ddx import are_neighbours
+from skinr1.trajectories.kinds import RANDOM_DDX_TYPES, TRAJECTORY_TYPES
+from skinr1.trajectories.verify import verify_completion
 from skinr1.trajectories.writers_template import TemplateWriter
 
 DEMO_LEAVES = (
@@ -37,7 +40,8 @@ def context():
 
 
 def _jobs(context, config, kind):
-    config.types.direct, config.types.ddx_keep, config.types.ddx_switch = (float(kind == t) for t in ("direct", "ddx_keep", "ddx_switch"))
+    for t in TRAJECTORY_TYPES:
+        setattr(config.types, t, float(kind == t))
     return [
         make_job(Record(f"r:{leaf}:{i}", "x.png", leaf, 3, "synthetic", leaf), config, context)
         for leaf in DEMO_LEAVES
@@ -45,7 +49,7 @@ def _jobs(context, config, kind):
     ]
 
 
-@pytest.mark.parametrize("kind", ["direct", "ddx_keep", "ddx_switch"])
+@pytest.mark.parametrize("kind", TRAJECTORY_TYPES)
 def test_template_trajectories_are_short_varied_and_state_malignancy(context, kind):
     config = TrajectoriesConfig()
     writer = TemplateWriter(context, seed=0)
@@ -65,12 +69,34 @@ def test_template_trajectories_are_short_varied_and_state_malignancy(context, ki
     assert len(openings) >= 3
 
 
+@pytest.mark.parametrize("kind", RANDOM_DDX_TYPES)
+def test_random_ddx_trajectories_pass_verification(context, kind):
+    jobs = _jobs(context, TrajectoriesConfig(), kind)
+    for job, generation in zip(jobs, TemplateWriter(context, seed=0).generate(jobs)):
+        x = job.plan.differential
+        assert job.plan.trajectory_type == kind and not are_neighbours(context.graph, job.node_id, x)
+        verdict = verify_completion(generation.completion, job.node_id, kind, context.taxonomy, context.graph,
+                                    context.matcher, context.fmt, x)
+        assert verdict.ok and x in verdict.cited_differentials, (verdict, generation.completion)
+        reasoning = parse_completion(generation.completion).reasoning.lower()
+        name, x_name = context.taxonomy.node(job.node_id).name, context.taxonomy.node(x).name
+        if kind == "random_ddx_switch":  # first impression the differential, conclusion the truth
+            assert reasoning.index(x_name) < reasoning.rindex(name) and reasoning.rstrip(".").endswith(name)
+
+
+def test_random_ddx_retrieval_covers_the_differential(context):
+    config = TrajectoriesConfig(top_k=1000)
+    for job in _jobs(context, config, "random_ddx_keep"):
+        assert job.plan.differential in {r.node_id for r in job.retrieved}
+
+
 def test_build_on_the_dense_demo_verifies_every_record(synthetic, tmp_path):
     config = TrajectoriesConfig(input=str(synthetic / "dense.jsonl"), output_dir=str(tmp_path / "out"))
     report = run(config)
     records = [json.loads(line) for line in (synthetic / "dense.jsonl").read_text().splitlines()]
     assert report["totals"] == {"records": len(records), "accepted": len(records), "rejected": 0, "accept_rate": 1.0}
     assert all(report["per_type"][t] > 0 for t in ("direct", "ddx_keep", "ddx_switch"))
+    assert list(report["per_type"]) == ["direct", "ddx_keep", "ddx_switch"]  # unused random types: not listed
     assert set(report["per_node"]) == set(DEMO_LEAVES)
 
     rows = [json.loads(line) for line in (tmp_path / "out" / "sft.jsonl").read_text().splitlines()]
@@ -85,6 +111,15 @@ def test_build_on_the_dense_demo_verifies_every_record(synthetic, tmp_path):
     text = (tmp_path / "out" / "report.txt").read_text()
     assert "accepted per trajectory type" in text and "ddx_switch" in text
     assert "writer: template" in (tmp_path / "out" / "config.yaml").read_text()
+
+
+def test_build_with_the_random_types_verifies_every_record(synthetic, tmp_path):
+    config = TrajectoriesConfig(input=str(synthetic / "dense.jsonl"), output_dir=str(tmp_path / "out"))
+    config.types.random_ddx_keep = config.types.random_ddx_switch = 0.3
+    report = run(config)
+    assert report["totals"]["rejected"] == 0 and report["type_fallbacks"] == 0
+    assert list(report["per_type"]) == list(TRAJECTORY_TYPES) and all(report["per_type"].values())
+    assert report["ddx_sources"]["random"] == report["per_type"]["random_ddx_keep"] + report["per_type"]["random_ddx_switch"]
 
 
 def test_coarse_labels_and_unmapped_records(synthetic, tmp_path):

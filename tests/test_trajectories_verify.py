@@ -60,10 +60,12 @@ def mini(tmp_path_factory):
     return taxonomy, build_graph(taxonomy, {}), NameMatcher(taxonomy)
 
 
-def _verify(mini, reasoning, answer="melanocytic nevus (benign)", expected="nevus", kind="direct", matcher=None):
+def _verify(mini, reasoning, answer="melanocytic nevus (benign)", expected="nevus", kind="direct", matcher=None,
+            differential=None):
     taxonomy, graph, default_matcher = mini
     text = DEFAULT_FORMAT.render(reasoning, answer) if answer is not None else reasoning
-    return verify_completion(text, expected, kind, taxonomy, graph, matcher or default_matcher, DEFAULT_FORMAT)
+    return verify_completion(text, expected, kind, taxonomy, graph, matcher or default_matcher, DEFAULT_FORMAT,
+                             differential)
 
 
 GOOD = "Even brown network. Category benign, group benign melanocytic, so melanocytic nevus."
@@ -150,3 +152,43 @@ def test_all_failing_checks_are_listed_in_order(mini):
 def test_unknown_trajectory_type_is_an_error(mini):
     with pytest.raises(ValueError, match="unknown trajectory type"):
         _verify(mini, GOOD, kind="sideways")
+
+
+# --------------------------------------------------------------------------- random-DDx types
+# Basal cell carcinoma is no DDx neighbour of melanocytic nevus: the random differential of these cases.
+RANDOM_KEEP = GOOD + " Basal cell carcinoma, a malignant epidermal tumour, would be pearly; I keep melanocytic nevus."
+RANDOM_SWITCH = "At first glance basal cell carcinoma. But no pearly rim. Category benign, group benign melanocytic, so melanocytic nevus."
+
+
+@pytest.mark.parametrize("kind, reasoning", [("random_ddx_keep", RANDOM_KEEP), ("random_ddx_switch", RANDOM_SWITCH)])
+def test_random_types_accept_the_planned_differential_and_its_ancestors(mini, kind, reasoning):
+    verdict = _verify(mini, reasoning, kind=kind, differential="bcc")
+    assert verdict.ok and verdict.cited_differentials == ("bcc",)
+
+
+def test_the_planned_differential_is_read_only_for_the_random_types(mini):
+    # For a DDx type, bcc stays a stray disease and its group a wrong hierarchy statement.
+    verdict = _verify(mini, RANDOM_KEEP, kind="ddx_keep", differential="bcc")
+    assert verdict.reasons == ("hierarchy_not_ancestor", "differential_not_neighbour")
+
+
+def test_random_types_must_name_their_differential(mini):
+    assert _verify(mini, GOOD, kind="random_ddx_keep", differential="bcc").reason == "random_differential_not_cited"
+    # A DDx neighbour is a fine differential in general, but it is not the planned random one.
+    verdict = _verify(mini, GOOD + " Melanoma was considered.", kind="random_ddx_keep", differential="bcc")
+    assert verdict.reasons == ("random_differential_not_cited",)
+
+
+def test_random_types_reject_other_non_neighbours(mini):
+    verdict = _verify(mini, RANDOM_KEEP + " Or an ulcer.", kind="random_ddx_keep", differential="bcc")
+    assert verdict.reason == "differential_not_neighbour" and verdict.details["non_neighbours"] == ["ulcer"]
+
+
+def test_random_switch_must_end_on_the_truth(mini):
+    verdict = _verify(mini, RANDOM_SWITCH, answer="basal cell carcinoma (malignant)", kind="random_ddx_switch", differential="bcc")
+    assert verdict.reasons == ("answer_wrong_node", "malignancy_wrong")
+
+
+def test_random_types_need_the_planned_differential(mini):
+    with pytest.raises(ValueError, match="needs the planned differential"):
+        _verify(mini, RANDOM_KEEP, kind="random_ddx_keep")

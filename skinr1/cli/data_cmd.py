@@ -1,4 +1,4 @@
-"""`skinr1 data prepare|synth|formats`: build SkinR1 manifests from real datasets or a synthetic set."""
+"""`skinr1 data prepare|build|synth|formats`: SkinR1 manifests from real datasets, split files, a synthetic set."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import argparse
 import sys
 
 # Kept literal so `skinr1 --help` does not import the readers (and through them the taxonomy).
-SOURCE_CHOICES = ("fitzpatrick17k", "ham10000", "isic2019", "bcn20000", "pad-ufes-20", "ddi", "derm7pt", "generic")
+SOURCE_CHOICES = (
+    "fitzpatrick17k", "ham10000", "isic2019", "bcn20000", "pad-ufes-20", "ddi", "derm7pt",
+    "derm12345", "dermnet", "isic2018", "isic2020", "isbi2016", "msld", "omnimedvqa", "generic",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "OUT/report.json and OUT/report.txt. Exits 0 whenever the run completes.",
     )
     prepare.add_argument("--source", required=True, type=_source, help=f"dataset format: {', '.join(SOURCE_CHOICES)}")
-    prepare.add_argument("--manifest", required=True, help="the dataset's metadata/ground-truth file (CSV or JSONL)")
+    prepare.add_argument(
+        "--manifest",
+        required=True,
+        help="the dataset's metadata/ground-truth file (CSV, JSONL; OmniMedVQA: QA JSON) or, for "
+        "folder-per-class datasets (dermnet, msld), the dataset folder",
+    )
     prepare.add_argument("--images", required=True, help="folder holding the images (sub-folders are searched)")
     prepare.add_argument("--out", required=True, help="output folder")
     prepare.add_argument(
@@ -36,6 +44,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prepare.add_argument("--workers", type=int, help="processes for image checks (default: min(8, CPUs))")
     prepare.add_argument("--quiet", action="store_true", help="no progress bars")
     prepare.set_defaults(func=run_prepare)
+
+    build = commands.add_parser(
+        "build",
+        help="pool prepared manifests into the pipeline's split files, by a recipe",
+        description="Writes OUT/dense.jsonl, sparse.jsonl, valid.jsonl, test.jsonl, test_sparse.jsonl, "
+        "test_ood_<name>.jsonl per out-of-domain dataset, removed.jsonl, report.json and report.txt. "
+        "Refuses (exit 2, nothing written) when the recipe would leak. Recipe format: docs/datasets.md; "
+        "example: skinr1/configs/recipes/paper_example.yaml.",
+    )
+    build.add_argument("--recipe", required=True, help="recipe YAML")
+    build.add_argument("--out", required=True, help="output folder (becomes data.dir)")
+    build.add_argument("--prepared", help="folder of prepared datasets <name>/manifest.jsonl (overrides prepared_dir)")
+    build.set_defaults(func=run_build)
 
     synth = commands.add_parser("synth", help="generate the synthetic 8-class demo dataset")
     synth.add_argument("--out", required=True, help="output folder")
@@ -82,6 +103,19 @@ def run_prepare(args: argparse.Namespace) -> int:
         f"{images['unreadable']} unreadable ({report['elapsed_s']:.1f} s)"
     )
     print(f"wrote {args.out}/manifest.jsonl ({report['usable']} records); report: {args.out}/report.txt")
+    return 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from skinr1.data.build import Recipe, build
+
+    # A BuildError (a ValueError) becomes a one-line message and exit status 2 in skinr1.cli.main.
+    report = build(Recipe.from_yaml(args.recipe, prepared_dir=args.prepared), args.out)
+    counts = ", ".join(f"{name}: {info['records']}" for name, info in report["files"].items())
+    print(f"{report['rows']} rows -> {counts}; removed {sum(report['removed'].values())} "
+          f"({report['elapsed_s']:.1f} s); report: {args.out}/report.txt")
+    if report["hint"]:
+        print(report["hint"])
     return 0
 
 

@@ -1,9 +1,18 @@
-"""`skinr1 eval --checkpoint DIR --data MANIFEST [--mode open|choice] --out DIR`."""
+"""`skinr1 eval --checkpoint DIR --data MANIFEST [--mode open|choice | --protocol paper] --out DIR`.
+
+`--protocol standard` (the default) asks one question mode and writes report.json/md/png with the
+per-level, malignancy and skin-type metrics; `--protocol paper` runs the paper's five multiple-choice
+evaluations (skinr1.eval.protocol) and writes report.json/md with one table per evaluation.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from skinr1.eval.runner import EvalSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -11,7 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", action="append", required=True, metavar="[NAME=]DIR",
                         help="a model or adapter directory; repeat for a side-by-side comparison")
     parser.add_argument("--data", action="append", required=True, metavar="MANIFEST", help="unified JSONL manifest; repeatable")
-    parser.add_argument("--mode", choices=("open", "choice"), default="open", help="question mode")
+    parser.add_argument("--protocol", choices=("standard", "paper"), default="standard",
+                        help="standard: one question mode (--mode) and the full metrics; paper: the paper's five "
+                             "multiple-choice evaluations (OmniMedVQA, in-domain, malignancy, hierarchical, "
+                             "differential), one table each")
+    parser.add_argument("--mode", choices=("open", "choice"), default=None,
+                        help="question mode of the standard protocol (default open)")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--limit", type=int, default=0, help="first N records per manifest (0 = all)")
     parser.add_argument("--max-tokens", type=int, default=256, help="longest completion")
@@ -36,14 +50,30 @@ def run(args: argparse.Namespace) -> int:
     from skinr1.eval.runner import EvalSettings, evaluate_checkpoints
     from skinr1.versions import check_versions
 
+    if args.protocol == "paper" and args.mode is not None:
+        raise ValueError("--mode applies to --protocol standard; the paper protocol asks its own questions")
     check_versions(need_vllm=True)
     for manifest in args.data:
         if not Path(manifest).is_file():
             raise FileNotFoundError(f"manifest {manifest} does not exist")
-    settings = EvalSettings(mode=args.mode, max_tokens=args.max_tokens, limit=args.limit,
+    settings = EvalSettings(mode=args.mode or "open", max_tokens=args.max_tokens, limit=args.limit,
                             include_system_prompt=not args.no_system_prompt)
-    report = evaluate_checkpoints(parse_checkpoints(args.checkpoint), args.data, settings)
+    checkpoints = parse_checkpoints(args.checkpoint)
+    if args.protocol == "paper":
+        return run_paper_protocol(checkpoints, args.data, settings, args.out)
+    report = evaluate_checkpoints(checkpoints, args.data, settings)
     paths = write_report(report, args.out)
     print(format_table(report))
     print(f"\nreport: {paths['markdown']}  figure: {paths['figure']}")
+    return 0
+
+
+def run_paper_protocol(checkpoints: dict[str, str], manifests: list[str], settings: EvalSettings, out: str) -> int:
+    """Run the paper's five evaluations and write OUT/report.json and OUT/report.md."""
+    from skinr1.eval.protocol import evaluate_protocol, format_protocol_markdown, write_protocol_report
+
+    report = evaluate_protocol(checkpoints, manifests, settings)
+    paths = write_protocol_report(report, out)
+    print(format_protocol_markdown(report))
+    print(f"report: {paths['markdown']}  data: {paths['json']}")
     return 0

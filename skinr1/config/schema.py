@@ -54,8 +54,9 @@ class DataConfig:
     synthetic_scale: float = 1.0
     """Size multiplier of the generated synthetic dataset (when dir is empty)."""
     synthetic_dense_skin_types: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
-    """Fitzpatrick types of the generated dense (SFT) split; the other splits cover all six. A
-    subset such as [1, 2, 3] mimics textbook images, mostly of lighter skin."""
+    """Fitzpatrick types of the generated dense (SFT) split, cycled per disease: a type listed
+    twice is drawn twice as often. The other splits cover all six evenly. [1, 2, 3, 1, 2, 3, 4]
+    mimics textbook images, mostly of lighter skin."""
     dense: str = "dense.jsonl"
     """Leaf-labelled manifest used for trajectories and SFT."""
     sparse: str = "sparse.jsonl"
@@ -69,8 +70,8 @@ class DataConfig:
         if self.synthetic_scale <= 0:
             raise ValueError(f"data.synthetic_scale must be > 0, got {self.synthetic_scale}")
         types = list(self.synthetic_dense_skin_types)
-        if not types or any(t not in range(1, 7) for t in types) or len(set(types)) != len(types):
-            raise ValueError(f"data.synthetic_dense_skin_types must be distinct Fitzpatrick types 1-6, got {types}")
+        if not types or any(t not in range(1, 7) for t in types):
+            raise ValueError(f"data.synthetic_dense_skin_types must list Fitzpatrick types 1-6, got {types}")
 
 
 @dataclass

@@ -85,8 +85,9 @@ def synthesize(out_dir: str | Path, seed: int = 0, scale: float = 1.0, taxonomy:
                dense_skin_types: Sequence[int] = ALL_SKIN_TYPES) -> dict[str, Any]:
     """Generate the dataset under `out_dir`; return the summary (as in summary.json, plus elapsed_s).
 
-    `dense_skin_types` restricts the dense (SFT) split to those Fitzpatrick types, as textbook
-    images mostly show lighter skin; every other split covers all six.
+    `dense_skin_types` are the Fitzpatrick types of the dense (SFT) split, cycled per disease (a
+    type listed twice is drawn twice as often), as textbook images mostly show lighter skin; every
+    other split covers all six evenly.
     """
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")

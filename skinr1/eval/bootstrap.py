@@ -22,7 +22,7 @@ _MAX_DRAWS_PER_BLOCK = 1 << 22
 are resampled in blocks of rows rather than as one resamples x n matrix."""
 
 
-def _resampled_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+def resampled_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     """Means of `resamples` bootstrap resamples (n draws with replacement) of `values`."""
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
@@ -36,7 +36,7 @@ def _resampled_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarra
     return np.concatenate(means)
 
 
-def _percentile_interval(means: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_interval(means: np.ndarray, level: float) -> tuple[float, float]:
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
     tail = (1.0 - level) / 2.0
@@ -57,7 +57,7 @@ def bootstrap_ci(
     values = np.asarray(correct, dtype=float)
     if values.size == 0:
         return 0.0, 0.0
-    return _percentile_interval(_resampled_means(values, resamples, seed), level)
+    return percentile_interval(resampled_means(values, resamples, seed), level)
 
 
 def paired_difference_ci(
@@ -76,5 +76,5 @@ def paired_difference_ci(
     if first.size == 0:
         return {"difference": 0.0, "low": 0.0, "high": 0.0}
     differences = second - first
-    low, high = _percentile_interval(_resampled_means(differences, resamples, seed), level)
+    low, high = percentile_interval(resampled_means(differences, resamples, seed), level)
     return {"difference": float(second.mean() - first.mean()), "low": low, "high": high}

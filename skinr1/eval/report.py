@@ -31,10 +31,23 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "markdown": out / "report.md", "figure": out / "report.png"}
-    write_text_atomic(paths["json"], json.dumps(report, indent=2))
+    write_text_atomic(paths["json"], dumps_readable(report))
     write_text_atomic(paths["markdown"], format_markdown(report))
     plot_report(report, paths["figure"])
     return paths
+
+
+def dumps_readable(value: Any, indent: int = 2, depth: int = 0) -> str:
+    """JSON indented like `json.dumps(indent=2)`, except that a list of plain values (the per-record
+    outcome columns, intervals) stays on one line: a few hundred 0/1 outcomes per checkpoint and
+    dataset would otherwise take a line each."""
+    pad, inner = " " * (indent * depth), " " * (indent * (depth + 1))
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(str(k))}: {dumps_readable(v, indent, depth + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        return "[\n" + ",\n".join(f"{inner}{dumps_readable(v, indent, depth + 1)}" for v in value) + f"\n{pad}]"
+    return json.dumps(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +163,7 @@ def format_table(report: dict[str, Any]) -> str:
     intervals = [_row_intervals(m) for _, _, m in results]
     columns = list(dict.fromkeys(key for row in rows for key in row))
     cells = [[_cell(row.get(c), interval.get(c)) for c in columns] for row, interval in zip(rows, intervals)]
-    return _markdown_table(columns, cells)
+    return markdown_table(columns, cells)
 
 
 def format_comparisons(report: dict[str, Any]) -> str:
@@ -164,10 +177,10 @@ def format_comparisons(report: dict[str, Any]) -> str:
          f"[{c['low']:+.3f}, {c['high']:+.3f}]", "yes" if c["low"] > 0 else "no"]
         for c in comparisons
     ]
-    return _markdown_table(columns, cells)
+    return markdown_table(columns, cells)
 
 
-def _markdown_table(columns: list[str], cells: list[list[str]]) -> str:
+def markdown_table(columns: list[str], cells: list[list[str]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines)

@@ -65,7 +65,7 @@ def evaluate_checkpoints(checkpoints: dict[str, str], manifests: list[str], sett
         by_base[base].append((name, adapter))
     report: dict[str, Any] = {"mode": settings.mode, "checkpoints": {}}
     for base, members in by_base.items():
-        worker = _engine(base, settings, any(adapter for _, adapter in members))
+        worker = eval_engine(base, settings, any(adapter for _, adapter in members))
         try:
             for version, (name, adapter) in enumerate(members, start=1):
                 worker.use_adapter(version, adapter)
@@ -81,7 +81,7 @@ def evaluate_checkpoints(checkpoints: dict[str, str], manifests: list[str], sett
     return report
 
 
-def _engine(base: str, settings: EvalSettings, lora: bool):
+def eval_engine(base: str, settings: EvalSettings, lora: bool):
     from rollout.actor import RolloutWorker
     from rollout.engine import EngineSettings
 

@@ -75,11 +75,13 @@ def run_stage(name: str, directory: Path, settings: Any, work: Callable[[], dict
     directory.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(settings)
     write_text_atomic(directory / PENDING, json.dumps({"stage": name, "fingerprint": fingerprint}))
+    print(f"[{name}] running in {directory}")
     started = time.perf_counter()
     result = work()
     record = {"stage": name, "fingerprint": fingerprint, "seconds": time.perf_counter() - started, "result": result}
     write_text_atomic(directory / MARKER, json.dumps(record, indent=2, default=str))
     (directory / PENDING).unlink(missing_ok=True)
+    print(f"[{name}] done in {record['seconds']:.0f} s")
     return result | {"seconds": record["seconds"], "reused": False}
 
 

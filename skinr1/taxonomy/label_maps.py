@@ -19,7 +19,12 @@ from skinr1.taxonomy.tree import Taxonomy, TaxonomyError
 DEFAULT_LABEL_MAPS_PATH = Path(__file__).parent / "data" / "label_maps.yaml"
 
 # Canonical source names, as the CLI and manifests spell them.
-SOURCES = ("fitzpatrick17k", "ham10000", "isic2019", "bcn20000", "pad-ufes-20", "ddi", "derm7pt")
+SOURCES = (
+    "fitzpatrick17k", "ham10000", "isic2019", "bcn20000", "pad-ufes-20", "ddi", "derm7pt",
+    "derm12345", "dermnet", "isic2018", "isic2020", "isbi2016", "msld", "omnimedvqa",
+)
+# Other names people use for a source (compared like source names: case, spaces, '-' and '_' ignored).
+SOURCE_ALIASES = {"monkeypox": "msld", "monkeypoxskinlesiondataset": "msld", "mpox": "msld"}
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,7 @@ class Resolution:
     source: str | None
     node_id: str | None
     reason: str | None = None
-    matched_by: str | None = None  # "source_map", "name" or None
+    matched_by: str | None = None  # "source_map", "id", "name" or None
 
     @property
     def mapped(self) -> bool:
@@ -57,6 +62,8 @@ def canonical_source(source: str) -> str:
     for name in SOURCES:
         if key == name.replace("-", ""):
             return name
+    if key in SOURCE_ALIASES:
+        return SOURCE_ALIASES[key]
     raise ValueError(f"unknown source dataset {source!r}; expected one of {', '.join(SOURCES)}")
 
 
@@ -106,7 +113,12 @@ class LabelResolver:
             if key in vocab.unmapped:
                 return Resolution(text, canonical, None, reason=vocab.unmapped[key])
             if key in vocab.labels:
-                return Resolution(text, canonical, vocab.labels[key], matched_by="source_map")
+                mapped = vocab.labels[key]
+                # An exact node id names that node even where the dataset spells a disease the same
+                # way ('malignant_melanoma' re-read from a manifest vs Fitzpatrick's "malignant melanoma").
+                if text in self.taxonomy.nodes and text != mapped:
+                    return Resolution(text, canonical, text, matched_by="id")
+                return Resolution(text, canonical, mapped, matched_by="source_map")
         node_id = self.taxonomy.find(text)
         if node_id is not None:
             return Resolution(text, canonical, node_id, matched_by="name")

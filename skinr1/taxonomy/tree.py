@@ -35,6 +35,12 @@ class Node:
     ddx: tuple[str, ...] = ()
     children: tuple[str, ...] = ()
     description: str = ""
+    name_means: str | None = None
+    """A descendant that the node's name denotes in clinical free text, or None.
+
+    Set on a group whose name is also a disease name (the Fitzpatrick17k group "malignant
+    melanoma" vs the disease melanoma): the name index then sends the name to that descendant,
+    while the node keeps its name for paths and reports and stays reachable by its id."""
 
 
 @dataclass
@@ -87,20 +93,28 @@ class Taxonomy:
                 seen.add(current)
                 current = self.nodes[current].parent
             self._depth[node_id] = len(seen)
+        for node in self.nodes.values():
+            if node.name_means is not None and (
+                node.name_means not in self.nodes or node.name_means == node.id or node.id not in self.path(node.name_means)
+            ):
+                raise TaxonomyError(f"node {node.id!r}: name_means {node.name_means!r} is not one of its descendants")
         self._name_index = {}
         for node in self.nodes.values():
             for text in (node.name, *node.synonyms):
                 key = normalize_label(text)
                 if not key:
                     raise TaxonomyError(f"node {node.id!r} has an empty name or synonym")
+                # A group whose name is a disease name hands that name to the disease (name_means).
+                target = node.name_means if text == node.name and node.name_means else node.id
                 owner = self._name_index.get(key)
-                if owner is not None and owner != node.id:
+                if owner is not None and owner != target:
                     raise TaxonomyError(f"name/synonym {text!r} is used by both {owner!r} and {node.id!r}")
-                self._name_index[key] = node.id
-        # Node ids double as names ("basal_cell_carcinoma"); they must not point elsewhere.
-        for node_id in self.nodes:
+                self._name_index[key] = target
+        # Node ids double as names ("basal_cell_carcinoma"); they must not point elsewhere (except
+        # to what the node's name means: an exact id still finds the node itself, see `find`).
+        for node_id, node in self.nodes.items():
             owner = self._name_index.setdefault(normalize_label(node_id), node_id)
-            if owner != node_id:
+            if owner not in (node_id, node.name_means):
                 raise TaxonomyError(f"node id {node_id!r} reads as a name of {owner!r}")
 
     # ----------------------------------------------------------------- queries
@@ -184,7 +198,13 @@ class Taxonomy:
         return list(self.node(node_id).ddx)
 
     def find(self, name: str) -> str | None:
-        """Node id whose name, synonym or id matches `name` (normalised; plurals tolerated)."""
+        """Node id whose name, synonym or id matches `name` (normalised; plurals tolerated).
+
+        An exact node id wins over names, so manifests that store `node_id`s re-read as the same
+        node even where the normalised id is a name another node answers to (`name_means`).
+        """
+        if name in self.nodes:
+            return name
         key = normalize_label(name)
         if key in self._name_index:
             return self._name_index[key]
@@ -196,6 +216,11 @@ class Taxonomy:
     def names(self) -> dict[str, str]:
         """Every normalised name/synonym -> node id (a copy)."""
         return dict(self._name_index)
+
+    def groups_named_like_diseases(self) -> dict[str, str]:
+        """Normalised name -> id of each node whose name the index hands to a descendant
+        (`name_means`): in free text that name may still mean the node itself."""
+        return {normalize_label(n.name): n.id for n in self.nodes.values() if n.name_means}
 
     def format_tree(self) -> str:
         lines: list[str] = []
@@ -231,6 +256,7 @@ def _flatten(entries: list[Any], parent: str | None, inherited_malignancy: str |
                 ddx=tuple(str(s) for s in entry.get("ddx") or ()),
                 children=tuple(str(c["id"]) for c in children if isinstance(c, dict) and "id" in c),
                 description=str(entry.get("description", "")),
+                name_means=str(entry["name_means"]) if entry.get("name_means") else None,
             )
         )
         nodes.extend(_flatten(children, parent=str(entry["id"]), inherited_malignancy=malignancy))

@@ -3,7 +3,9 @@
 Output under `output_dir`: sft.jsonl (verified conversations), rejects.jsonl (every record that did
 not make it, with its reason), report.json / report.txt (counts per type, node and reject reason)
 and config.yaml (the resolved config). Records are processed in contiguous chunks; chunk results
-are concatenated in input order, so the output does not depend on how many workers ran.
+are concatenated in input order, so the output does not depend on how many workers ran. With caps
+set (`max_per_diagnosis_per_type`, `max_per_type`), records over a cap are dropped in the driver
+before chunking (see caps.py) and listed after the other rejects.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from skinr1.data.records import Record, read_jsonl, write_jsonl, write_text_atomic
+from skinr1.trajectories.caps import cap_reasons
 from skinr1.trajectories.config import TrajectoriesConfig
 from skinr1.trajectories.context import Context, Job, build_context
-from skinr1.trajectories.plan import plan_record
+from skinr1.trajectories.kinds import RANDOM_DDX_TYPES
+from skinr1.trajectories.plan import Plan, plan_record, stable_unit
 from skinr1.trajectories.report import build_report, format_report, reject_row, sft_row
 from skinr1.trajectories.retrieval import build_query, candidate_nodes
 from skinr1.trajectories.verify import verify_completion
@@ -51,15 +55,45 @@ def make_writer(config: TrajectoriesConfig, context: Context, concurrency: int):
     return TeacherWriter(context, config.teacher, cache_dir(config), concurrency=concurrency)
 
 
+def make_plan(record: Record, config: TrajectoriesConfig, context: Context) -> Plan:
+    assert record.node_id is not None
+    return plan_record(
+        record.record_id, record.node_id, config.seed, config.types.as_dict(), context.graph, context.described,
+        context.random_pool,
+    )
+
+
 def make_job(record: Record, config: TrajectoriesConfig, context: Context) -> Job:
     node_id = record.node_id
     assert node_id is not None
-    plan = plan_record(
-        record.record_id, node_id, config.seed, config.types.as_dict(), context.graph, context.described
-    )
+    plan = make_plan(record, config, context)
     query = build_query(node_id, context.taxonomy, context.kb, record.original_label)
-    candidates = candidate_nodes(node_id, context.taxonomy, context.graph[node_id][0])
+    neighbours = context.graph[node_id][0]
+    if plan.trajectory_type in RANDOM_DDX_TYPES:  # its passages let the teacher say how it differs
+        neighbours = (*neighbours, plan.differential)
+    candidates = candidate_nodes(node_id, context.taxonomy, neighbours)
     return Job(record, plan, tuple(context.index.retrieve(query, candidates, config.top_k)))
+
+
+def apply_caps(config: TrajectoriesConfig, records: Sequence[Record]) -> tuple[list[Record], list[dict]]:
+    """(records to write, reject rows of the capped ones), both in input order. Records without a
+    known node pass through: they are rejected later with their own reason."""
+    context = build_context(config)
+    known = [i for i, r in enumerate(records) if r.node_id is not None and r.node_id in context.taxonomy]
+    plans = {i: make_plan(records[i], config, context) for i in known}
+    reasons = cap_reasons(
+        [(plans[i].trajectory_type, str(records[i].node_id)) for i in known],
+        [stable_unit(config.seed, records[i].record_id, "cap") for i in known],
+        config.max_per_diagnosis_per_type,
+        config.max_per_type,
+    )
+    capped = {i: why for i, why in zip(known, reasons) if why is not None}
+    rejects = [
+        reject_row(records[i].record_id, records[i].image, records[i].node_id, why, config.writer,
+                   job=Job(records[i], plans[i], ()))
+        for i, why in capped.items()
+    ]
+    return [r for i, r in enumerate(records) if i not in capped], rejects
 
 
 def process_chunk(config: TrajectoriesConfig, records: Sequence[Record], concurrency: int) -> ChunkResult:
@@ -86,7 +120,7 @@ def process_chunk(config: TrajectoriesConfig, records: Sequence[Record], concurr
             continue
         verdict = verify_completion(
             generation.completion, job.node_id, job.plan.trajectory_type, context.taxonomy, context.graph,
-            context.matcher, context.fmt,
+            context.matcher, context.fmt, job.plan.differential,
         )
         if verdict.ok:
             result.rows.append(
@@ -156,13 +190,17 @@ def run(config: TrajectoriesConfig) -> dict[str, Any]:
     records = read_jsonl(config.input)
     if config.limit:
         records = records[: config.limit]
+    records_in = len(records)
+    capped: list[dict] = []
+    if config.max_per_diagnosis_per_type or config.max_per_type:
+        records, capped = apply_caps(config, records)
     workers = effective_workers(config, len(records))
     if workers > 1:
         results = run_parallel(config, records, workers)
     else:
         results = [process_chunk(config, records, config.teacher.concurrency)]
     rows = [row for r in results for row in r.rows]
-    rejects = [row for r in results for row in r.rejects]
+    rejects = [row for r in results for row in r.rejects] + capped
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,7 +217,7 @@ def run(config: TrajectoriesConfig) -> dict[str, Any]:
     }
     if config.writer == "teacher":
         extra["teacher"] = _sum_teacher(r.teacher for r in results)
-    report = build_report(rows, rejects, len(records), extra)
+    report = build_report(rows, rejects, records_in, extra)
     write_text_atomic(out / "report.json", json.dumps(report, indent=2))
     write_text_atomic(out / "report.txt", format_report(report))
     write_text_atomic(out / "config.yaml", to_yaml(config))

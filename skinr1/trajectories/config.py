@@ -7,7 +7,7 @@ Loaded with `skinr1.config.loader.load_config` (YAML + ``key=value`` overrides),
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import List
 
 WRITERS = ("template", "teacher")
@@ -23,15 +23,30 @@ class TypeMix:
     """Primary diagnosis, compared with a DDx neighbour, primary kept."""
     ddx_switch: float = 0.3
     """A DDx neighbour as first impression, compared, switched to the correct diagnosis."""
+    random_ddx_keep: float = 0.0
+    """Like ddx_keep, but the differential is drawn at random from diseases outside the DDx
+    neighbourhood, preferring ones the knowledge base describes as the DDx pick does (the paper's
+    random-DDx keep). 0 = never."""
+    random_ddx_switch: float = 0.0
+    """Like ddx_switch, but the first impression is a random disease outside the DDx neighbourhood
+    (the paper's random-DDx switch). 0 = never."""
 
     def __post_init__(self) -> None:
-        values = (self.direct, self.ddx_keep, self.ddx_switch)
-        if any(not math.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
-            raise ValueError(f"types: shares must be finite, >= 0 and not all 0, got {values}")
+        shares = self._shares()
+        bad = [f"types.{k}={v!r}" for k, v in shares.items() if not math.isfinite(v) or v < 0]
+        if bad:
+            raise ValueError(f"types: shares must be finite and >= 0, got {', '.join(bad)}")
+        if sum(shares.values()) <= 0:
+            raise ValueError(f"types: shares must not all be 0, got {shares}")
+
+    def _shares(self) -> dict[str, float]:
+        # The field names are the type names (kinds.TRAJECTORY_TYPES); a test keeps them in step.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def as_dict(self) -> dict[str, float]:
-        total = self.direct + self.ddx_keep + self.ddx_switch
-        return {"direct": self.direct / total, "ddx_keep": self.ddx_keep / total, "ddx_switch": self.ddx_switch / total}
+        shares = self._shares()
+        total = sum(shares.values())
+        return {kind: share / total for kind, share in shares.items()}
 
 
 @dataclass
@@ -112,6 +127,13 @@ class TrajectoriesConfig:
     """Put the shared system prompt (skinr1.prompts) first in each SFT conversation."""
     limit: int = 0
     """Use only the first N records of the manifest (0 = all)."""
+    max_per_diagnosis_per_type: int = 0
+    """At most this many trajectories per (diagnosis, trajectory type); the paper: 5. 0 = no cap.
+    Records over a cap are dropped before writing (no teacher request), as rejects with reason
+    "capped_per_diagnosis_type"; which ones is a seeded hash of the record id, not file order."""
+    max_per_type: int = 0
+    """At most this many trajectories per trajectory type; the paper: 1000. 0 = no cap. Applied
+    like `max_per_diagnosis_per_type` (reject reason "capped_per_type")."""
     num_workers: int = 1
     """Ray tasks processing chunks in parallel; 1 = in this process unless the set is large."""
     parallel_threshold: int = 20000
@@ -134,6 +156,10 @@ class TrajectoriesConfig:
             raise ValueError("top_k, limit and chunk_size must be >= 0 and num_workers >= 1")
         if self.parallel_threshold < 1:
             raise ValueError("parallel_threshold must be >= 1")
+        for name in ("max_per_diagnosis_per_type", "max_per_type"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (0 = no cap), got {value!r}")
 
     def check_paths(self) -> None:
         """Called before running (not at construction, so configs can be built and overridden first)."""

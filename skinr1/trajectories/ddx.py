@@ -9,7 +9,7 @@ legitimate too. All functions are pure.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from skinr1.taxonomy import Taxonomy
 
@@ -17,6 +17,8 @@ SOURCE_KNOWLEDGE = "knowledge_base"
 SOURCE_TAXONOMY = "taxonomy_ddx"
 SOURCE_SIBLINGS = "taxonomy_siblings"
 SOURCE_NONE = "none"
+SOURCE_RANDOM = "random"
+"""Not a neighbour source: marks a random-DDx differential drawn outside the graph (see plan)."""
 
 
 def ddx_neighbours(
@@ -53,3 +55,23 @@ def build_graph(
 def are_neighbours(graph: Mapping[str, tuple[tuple[str, ...], str]], a: str, b: str) -> bool:
     """True when either node lists the other (the DDx relation is read symmetrically)."""
     return b in graph.get(a, ((), SOURCE_NONE))[0] or a in graph.get(b, ((), SOURCE_NONE))[0]
+
+
+def outside_neighbourhood(
+    node_id: str, candidates: Iterable[str], taxonomy: Taxonomy, graph: Mapping[str, tuple[tuple[str, ...], str]]
+) -> tuple[str, ...]:
+    """The candidates a random-DDx trajectory may weigh against `node_id`, in candidate order.
+
+    Excluded: the node itself, its ancestors and descendants (its own lineage, as for DDx
+    neighbours), its DDx neighbours read symmetrically (what `are_neighbours` would accept), and
+    subtypes of a neighbour (a kind of a look-alike is a look-alike too, so not a "random" pick).
+    """
+    # The symmetric neighbour set once, rather than `are_neighbours` per candidate level: this runs
+    # for every node of a 300-node tree against every disease.
+    neighbours = set(graph.get(node_id, ((), SOURCE_NONE))[0])
+    neighbours.update(other for other, (ids, _) in graph.items() if node_id in ids)
+    lineage = {*taxonomy.path(node_id), *taxonomy.descendants(node_id)}
+    return tuple(
+        c for c in dict.fromkeys(candidates)
+        if c in taxonomy and c not in lineage and neighbours.isdisjoint(taxonomy.path(c))
+    )

@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import Collection, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
-from skinr1.trajectories.ddx import SOURCE_NONE
-from skinr1.trajectories.verify import DDX_TYPES, TRAJECTORY_TYPES
+from skinr1.trajectories.ddx import SOURCE_NONE, SOURCE_RANDOM
+from skinr1.trajectories.kinds import DDX_TYPES, RANDOM_DDX_TYPES, TRAJECTORY_TYPES
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,11 @@ class Plan:
     trajectory_type: str
     differential: str | None
     ddx_source: str
-    """Where the node's DDx neighbours came from (knowledge_base / taxonomy_ddx / taxonomy_siblings / none)."""
+    """Where the differential came from: the source of the node's DDx neighbours (knowledge_base /
+    taxonomy_ddx / taxonomy_siblings / none), or "random" for a random-DDx differential."""
     assigned_type: str
-    """The type the hash picked; differs from `trajectory_type` only when a node has no neighbour."""
+    """The type the hash picked; differs from `trajectory_type` only when no differential was
+    available (no DDx neighbour, or for the random-DDx types no disease outside the neighbourhood)."""
 
 
 def _digest(seed: int, record_id: str, purpose: str) -> bytes:
@@ -57,10 +59,15 @@ def assign_type(unit: float, proportions: Mapping[str, float]) -> str:
     return chosen  # float rounding at the very top of the interval
 
 
-def choose_differential(neighbours: Sequence[str], preferred: Collection[str], rng: random.Random) -> str | None:
-    """A neighbour, preferring ones the knowledge base describes (the writers can say why they differ)."""
-    pool = [n for n in neighbours if n in preferred] or list(neighbours)
+def choose_differential(candidates: Sequence[str], preferred: Collection[str], rng: random.Random) -> str | None:
+    """One of `candidates` (DDx neighbours, or the random-DDx pool), preferring ones the knowledge
+    base describes (the writers can say why they differ)."""
+    pool = [n for n in candidates if n in preferred] or list(candidates)
     return rng.choice(pool) if pool else None
+
+
+def _no_pool(node_id: str) -> Sequence[str]:
+    return ()
 
 
 def plan_record(
@@ -70,12 +77,20 @@ def plan_record(
     proportions: Mapping[str, float],
     graph: Mapping[str, tuple[tuple[str, ...], str]],
     preferred: Collection[str],
+    random_pool: Callable[[str], Sequence[str]] = _no_pool,
 ) -> Plan:
+    """`random_pool(node_id)`: the diseases a random-DDx differential may be drawn from (see
+    `ddx.outside_neighbourhood`); called only for those types, so the default path never builds it."""
     assigned = assign_type(stable_unit(seed, record_id, "type"), proportions)
     neighbours, source = graph.get(node_id, ((), SOURCE_NONE))
-    if assigned not in DDX_TYPES:
+    if assigned in RANDOM_DDX_TYPES:
+        # Its own purpose string, so the draw is independent of the DDx pick for the same record.
+        pool, rng, where = random_pool(node_id), seeded_rng(seed, record_id, "random_differential"), SOURCE_RANDOM
+    elif assigned in DDX_TYPES:
+        pool, rng, where = neighbours, seeded_rng(seed, record_id, "differential"), source
+    else:
         return Plan(assigned, None, source, assigned)
-    differential = choose_differential(neighbours, preferred, seeded_rng(seed, record_id, "differential"))
+    differential = choose_differential(pool, preferred, rng)
     if differential is None:  # nothing to compare with: a direct trajectory, reported as a fallback
         return Plan("direct", None, source, assigned)
-    return Plan(assigned, differential, source, assigned)
+    return Plan(assigned, differential, where, assigned)

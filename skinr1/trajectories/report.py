@@ -7,8 +7,9 @@ from typing import Any, Iterable, Sequence
 
 from skinr1.prompts import OPEN_QUESTIONS, build_messages
 from skinr1.trajectories.context import Context, Job
+from skinr1.trajectories.kinds import BASE_TYPES, TRAJECTORY_TYPES
 from skinr1.trajectories.plan import stable_unit
-from skinr1.trajectories.verify import TRAJECTORY_TYPES, Verdict
+from skinr1.trajectories.verify import Verdict
 
 
 def sft_row(
@@ -74,6 +75,8 @@ def build_report(
 ) -> dict[str, Any]:
     meta = [r["metadata"] for r in rows]
     per_type = Counter(m["trajectory_type"] for m in meta)
+    # The random-DDx types are listed once planned, so reports of runs without them keep their shape.
+    listed = set(BASE_TYPES) | set(per_type) | {r["trajectory_type"] for r in rejects}
     return {
         "totals": {
             "records": records_in,
@@ -81,7 +84,7 @@ def build_report(
             "rejected": len(rejects),
             "accept_rate": round(len(rows) / records_in, 4) if records_in else 0.0,
         },
-        "per_type": {t: per_type.get(t, 0) for t in TRAJECTORY_TYPES},
+        "per_type": {t: per_type.get(t, 0) for t in TRAJECTORY_TYPES if t in listed},
         "type_fallbacks": sum(1 for m in meta if m["assigned_type"] != m["trajectory_type"]),
         "per_node": dict(sorted(Counter(m["node_id"] for m in meta).items())),
         "ddx_sources": dict(sorted(Counter(m["ddx_source"] for m in meta).items())),

@@ -11,6 +11,7 @@ Disease and group names in the reasoning are found by `NameMatcher` (longest mat
 
 * on the answer's path (the answer or one of its ancestors): a hierarchy statement, fine;
 * a DDx neighbour of the answer: a cited differential, fine;
+* for the random-DDx types, the planned differential (drawn outside the DDx graph): cited, fine;
 * an ancestor of a cited differential: context for the differential ("a benign mimic"), fine;
 * any other group above the answer's level: a wrong hierarchy statement ("hierarchy_not_ancestor");
 * a subtype of the answer: more specific than the label ("hierarchy_below_answer");
@@ -26,10 +27,9 @@ from skinr1.prompts import AnswerFormat, ParsedCompletion, parse_completion, res
 from skinr1.taxonomy import Taxonomy, normalize_label
 from skinr1.taxonomy.normalize import singular_variants
 from skinr1.trajectories.ddx import are_neighbours
+from skinr1.trajectories.kinds import DDX_TYPES, RANDOM_DDX_TYPES, TRAJECTORY_TYPES
 
 OK = "ok"
-TRAJECTORY_TYPES = ("direct", "ddx_keep", "ddx_switch")
-DDX_TYPES = ("ddx_keep", "ddx_switch")
 Graph = Mapping[str, tuple[tuple[str, ...], str]]
 
 
@@ -99,7 +99,9 @@ def check_answer(parsed: ParsedCompletion, expected: str, taxonomy: Taxonomy) ->
     node_id, _ = resolve_answer(parsed, taxonomy, "open")
     if node_id is None:
         return "answer_missing" if not parsed.answer_text else "answer_unresolved"
-    return OK if node_id == expected else "answer_wrong_node"
+    # A group named like a disease (taxonomy `name_means`: "malignant melanoma") can only be written
+    # by that name, which resolves to the disease it denotes: the answer still names the label.
+    return OK if node_id in (expected, taxonomy.node(expected).name_means) else "answer_wrong_node"
 
 
 def check_malignancy(parsed: ParsedCompletion, expected: str, taxonomy: Taxonomy) -> str:
@@ -113,7 +115,7 @@ class MentionReport:
     """Taxonomy nodes named in the reasoning, sorted by what they mean for the answer."""
 
     cited: tuple[str, ...] = ()
-    """DDx neighbours of the answer (cited differentials)."""
+    """DDx neighbours of the answer, and the planned random differential if any (cited differentials)."""
     off_path_groups: tuple[str, ...] = ()
     """Groups/categories above the answer's level that are not its ancestors (wrong hierarchy)."""
     below_answer: tuple[str, ...] = ()
@@ -122,16 +124,31 @@ class MentionReport:
     """Other diseases: named as if differentials, but not DDx neighbours."""
 
 
-def classify_mentions(mentions: Sequence[Mention], expected: str, taxonomy: Taxonomy, graph: Graph) -> MentionReport:
+def classify_mentions(
+    mentions: Sequence[Mention], expected: str, taxonomy: Taxonomy, graph: Graph, planned: str | None = None
+) -> MentionReport:
     """Sort mentions (see the module docstring). Ancestors of a cited differential are context for it.
+
+    `planned` is a differential the plan chose outside the DDx graph (random-DDx types): naming it
+    is citing it, not a stray disease.
 
     A stray internal node above the answer's depth ("malignant epidermal" in a nevus trajectory) is a
     hierarchy claim; a stray node at or below it ("melanoma" there) is a differential claim, whether
     or not the taxonomy gives it subtypes.
     """
     on_path = set(taxonomy.path(expected))
-    ids = list(dict.fromkeys(m.node_id for m in mentions))
-    cited = tuple(n for n in ids if n not in on_path and are_neighbours(graph, expected, n))
+    # "malignant melanoma" names both a group and (clinically) the disease melanoma: read it as the
+    # group where the trajectory is about the group (on the answer's path, or its differential).
+    groups_by_name = taxonomy.groups_named_like_diseases()
+
+    def reading(mention: Mention) -> str:
+        group = groups_by_name.get(mention.text)
+        if group is not None and (group in on_path or group == planned or are_neighbours(graph, expected, group)):
+            return group
+        return mention.node_id
+
+    ids = list(dict.fromkeys(reading(m) for m in mentions))
+    cited = tuple(n for n in ids if n not in on_path and (n == planned or are_neighbours(graph, expected, n)))
     allowed = on_path | {a for c in cited for a in taxonomy.path(c)}
     stray = [n for n in ids if n not in allowed]
     depth = taxonomy.depth(expected)
@@ -147,11 +164,14 @@ def check_hierarchy(report: MentionReport) -> str:
     return "hierarchy_below_answer" if report.below_answer else OK
 
 
-def check_differential(trajectory_type: str, report: MentionReport) -> str:
+def check_differential(trajectory_type: str, report: MentionReport, planned: str | None = None) -> str:
     if report.non_neighbours:
         return "differential_not_neighbour"
     if trajectory_type in DDX_TYPES and not report.cited:
         return "no_differential_cited"
+    # A random differential is the point of the type: citing some DDx neighbour instead is not it.
+    if trajectory_type in RANDOM_DDX_TYPES and planned not in report.cited:
+        return "random_differential_not_cited"
     return OK
 
 
@@ -164,18 +184,26 @@ def verify_completion(
     graph: Graph,
     matcher: NameMatcher,
     fmt: AnswerFormat,
+    differential: str | None = None,
 ) -> Verdict:
-    """Run every check on one completion for a record labelled `expected`."""
+    """Run every check on one completion for a record labelled `expected`.
+
+    `differential` is the plan's differential; it is read only for the random-DDx types, whose
+    differential is not in the DDx graph (the other types are checked against the graph alone).
+    """
     if trajectory_type not in TRAJECTORY_TYPES:
         raise ValueError(f"unknown trajectory type {trajectory_type!r}")
+    planned = differential if trajectory_type in RANDOM_DDX_TYPES else None
+    if trajectory_type in RANDOM_DDX_TYPES and planned is None:
+        raise ValueError(f"trajectory type {trajectory_type!r} needs the planned differential")
     parsed = parse_completion(completion, fmt)
-    report = classify_mentions(matcher.find(parsed.reasoning), expected, taxonomy, graph)
+    report = classify_mentions(matcher.find(parsed.reasoning), expected, taxonomy, graph, planned)
     results = (
         check_format(parsed),
         check_answer(parsed, expected, taxonomy),
         check_malignancy(parsed, expected, taxonomy),
         check_hierarchy(report),
-        check_differential(trajectory_type, report),
+        check_differential(trajectory_type, report, planned),
     )
     reasons = tuple(r for r in results if r != OK)
     details = {

@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 from skinr1.trajectories.cache import ResponseCache, request_key
 from skinr1.trajectories.config import TeacherConfig
 from skinr1.trajectories.context import Context, Generation, Job
+from skinr1.trajectories.kinds import KEEP_TYPES, SWITCH_TYPES
 
 SYSTEM = (
     "You write worked examples of dermatological reasoning for training a student model. Each "
@@ -33,16 +34,19 @@ SYSTEM = (
     "walk the disease hierarchy from broad category to the specific disease, and weigh "
     "differentials as instructed. Use the textbook passages for facts; do not quote them at length."
 )
+KEEP_INSTRUCTION = (
+    "Give {name} as your primary impression, compare it with the differential {x} using visible "
+    "features, and keep {name}."
+)
+SWITCH_INSTRUCTION = (
+    "Start from {x} as your first impression, notice what does not fit it, compare with {name} "
+    "and switch to {name}."
+)
+# The random-DDx types read like their DDx counterparts: only how the differential was drawn differs.
 TYPE_INSTRUCTIONS = {
     "direct": "Reason directly: visible features, then category, group and disease. Mention no differential.",
-    "ddx_keep": (
-        "Give {name} as your primary impression, compare it with the differential {x} using visible "
-        "features, and keep {name}."
-    ),
-    "ddx_switch": (
-        "Start from {x} as your first impression, notice what does not fit it, compare with {name} "
-        "and switch to {name}."
-    ),
+    **dict.fromkeys(KEEP_TYPES, KEEP_INSTRUCTION),
+    **dict.fromkeys(SWITCH_TYPES, SWITCH_INSTRUCTION),
 }
 
 

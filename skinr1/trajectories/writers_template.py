@@ -1,7 +1,8 @@
 """The template writer: short, deterministic, offline trajectories (demo, tests, smoke training).
 
 Each trajectory walks the hierarchy (category -> group(s) -> disease) with the visible features the
-knowledge base lists for each level, and for the DDx types compares with the planned differential.
+knowledge base lists for each level, and for the DDx types (random-DDx too: same wording, only the
+differential is drawn differently) compares with the planned differential.
 Every step has several phrasings chosen by an RNG seeded with the record id, so the SFT model does
 not learn one sentence, while a re-run writes byte-identical text. Completions stay around 40-80
 words: the demo's policy has ~1M parameters and trains on a CPU.
@@ -13,6 +14,7 @@ import random
 from typing import Sequence
 
 from skinr1.trajectories.context import Context, Generation, Job
+from skinr1.trajectories.kinds import KEEP_TYPES, SWITCH_TYPES
 from skinr1.trajectories.plan import seeded_rng
 
 OBSERVE_TWO = (
@@ -122,7 +124,7 @@ class TemplateWriter:
         if plan.differential is not None:
             x = taxonomy.node(plan.differential).name
             own, xf = self._contrast(node_id, plan.differential, shown, rng)
-        if plan.trajectory_type == "ddx_switch":
+        if plan.trajectory_type in SWITCH_TYPES:
             sentences.append(rng.choice(FIRST_IMPRESSION).format(x=x))
             sentences.append(rng.choice(REFUTE).format(x=x, xf=xf, own=own))
             sentences += self._walk(node_id, rng)
@@ -132,7 +134,7 @@ class TemplateWriter:
             if plan.trajectory_type == "direct":
                 sentences.append(rng.choice(RULE).format(cue=self._cue(node_id, shown, rng), name=name))
             sentences.append(rng.choice(CONCLUDE).format(name=name))
-            if plan.trajectory_type == "ddx_keep":
+            if plan.trajectory_type in KEEP_TYPES:
                 sentences.append(rng.choice(KEEP).format(x=x, X=_cap(x), xf=xf, own=own, name=name))
         reasoning = " ".join(_cap(s) for s in sentences)
         return self.context.fmt.render(reasoning, name, taxonomy.malignancy(node_id))

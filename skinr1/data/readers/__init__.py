@@ -4,7 +4,9 @@
     for item in read_manifest("ham10000", "HAM10000_metadata.csv", "images/"):
         ...  # a Record (mapped or not) or a BadRow
 
-Formats and their real column layouts are documented in `isic.py` and `clinical.py`.
+Formats and their real layouts are documented in `isic.py`, `clinical.py`, `challenges.py`
+(ISIC 2018/2020, ISBI 2016, Derm12345), `folders.py` (folder per class: DermNet, MSLD) and
+`omnimedvqa.py` (QA JSON).
 """
 
 from __future__ import annotations
@@ -13,14 +15,21 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from skinr1.data.readers.base import BadRow, ManifestError, RowError, RowFields, SourceFormat, read_rows
+from skinr1.data.readers.challenges import DERM12345, ISBI2016, ISIC2018, ISIC2020
 from skinr1.data.readers.clinical import DDI, DERM7PT, FITZPATRICK17K, PAD_UFES_20
+from skinr1.data.readers.folders import DERMNET, MSLD
 from skinr1.data.readers.generic import GENERIC, GENERIC_SOURCE
 from skinr1.data.readers.isic import BCN20000, HAM10000, ISIC2019
+from skinr1.data.readers.omnimedvqa import OMNIMEDVQA
 from skinr1.data.records import Record
 from skinr1.taxonomy import LabelResolver, canonical_source
 
 FORMATS: dict[str, SourceFormat] = {
-    fmt.name: fmt for fmt in (FITZPATRICK17K, HAM10000, ISIC2019, BCN20000, PAD_UFES_20, DDI, DERM7PT, GENERIC)
+    fmt.name: fmt
+    for fmt in (
+        FITZPATRICK17K, HAM10000, ISIC2019, BCN20000, PAD_UFES_20, DDI, DERM7PT,
+        DERM12345, DERMNET, ISIC2018, ISIC2020, ISBI2016, MSLD, OMNIMEDVQA, GENERIC,
+    )
 }
 
 __all__ = [

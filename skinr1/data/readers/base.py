@@ -78,6 +78,11 @@ class RowContext:
 
 RowFunction = Callable[[dict[str, str], RowContext], RowFields]
 SetupFunction = Callable[[Path, Mapping[str, Any], Sequence[str]], dict[str, Any]]
+# (line or position, raw row) pairs; rows carrying ERROR_KEY become bad rows.
+RowIterator = Iterator[tuple[int, dict[str, Any]]]
+# For inputs that are not a CSV/JSONL table (a folder per class, a JSON array, a headerless CSV):
+# checks the input eagerly (raising ManifestError) and returns the iterator of raw rows.
+RowSource = Callable[[Path, Mapping[str, Any]], RowIterator]
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ class SourceFormat:
     row_fields: RowFunction
     setup: SetupFunction | None = None
     options: Mapping[str, str] = field(default_factory=dict)  # option name -> help text
+    rows: RowSource | None = None  # replaces CSV/JSONL parsing (and the column check) when set
 
 
 # --------------------------------------------------------------------------- value helpers
@@ -244,27 +250,32 @@ def read_rows(
 
     Whole-file problems (missing file, wrong columns, bad options) raise `ManifestError` right
     away, before iteration; any exception while handling a single row becomes a BadRow so one
-    damaged line never stops a run. `images_dir` defaults to the manifest's folder.
+    damaged line never stops a run. `images_dir` defaults to the manifest's folder (or to the
+    manifest itself when a folder-per-class format is given a folder).
     """
     path = Path(manifest)
-    if not path.is_file():
+    if not (path.exists() if fmt.rows is not None else path.is_file()):
         raise ManifestError(f"manifest not found: {path}")
     options = dict(options or {})
     unknown = set(options) - set(fmt.options) - {"split"}
     if unknown:
         raise ManifestError(f"{fmt.name}: unknown reader option(s) {sorted(unknown)}; known: {sorted(fmt.options)}")
-    columns = read_columns(path)
-    check_columns(path, columns, fmt.required, fmt.name)
+    if fmt.rows is not None:
+        rows, columns = fmt.rows(path, options), []
+    else:
+        columns = read_columns(path)
+        check_columns(path, columns, fmt.required, fmt.name)
+        rows = iter_rows(path)
     setup = fmt.setup(path, options, columns) if fmt.setup else {}
-    images = Path(images_dir) if images_dir is not None else path.parent
-    return _generate(fmt, path, images, LabelCache(resolver), options, setup)
+    images = Path(images_dir) if images_dir is not None else (path if path.is_dir() else path.parent)
+    return _generate(fmt, rows, images, LabelCache(resolver), options, setup)
 
 
 def _generate(
-    fmt: SourceFormat, path: Path, images: Path, labels: LabelCache, options: dict[str, Any], setup: dict[str, Any]
+    fmt: SourceFormat, rows: RowIterator, images: Path, labels: LabelCache, options: dict[str, Any], setup: dict[str, Any]
 ) -> Iterator[Record | BadRow]:
     default_split = str(options.get("split") or DEFAULT_SPLIT)
-    for index, (line, row) in enumerate(iter_rows(path)):
+    for index, (line, row) in enumerate(rows):
         if ERROR_KEY in row:
             yield BadRow(line, row[ERROR_KEY], {"cells": row.get(CELLS_KEY, [])}, kind="malformed_row")
             continue

@@ -110,7 +110,8 @@ def derm7pt_row(row: dict[str, str], ctx: RowContext) -> RowFields:
     column = ctx.setup["image_column"]
     image = required_text(row, column)
     other = "clinic" if column == "derm" else "derm"
-    extra = pick_extra(row, (other, "seven_point_score", "level_of_diagnostic_difficulty", "location", "sex", "elevation"))
+    # case_num: both images of a case show one lesion; `skinr1 data build` keeps them in one split.
+    extra = pick_extra(row, (other, "case_num", "seven_point_score", "level_of_diagnostic_difficulty", "location", "sex", "elevation"))
     extra["image_type"] = "dermoscopic" if column == "derm" else "clinical"
     case = first_column(row, "case_num") or str(ctx.index)
     return RowFields(

@@ -80,13 +80,18 @@ def bcn20000_row(row: dict[str, str], ctx: RowContext) -> RowFields:
             split=first_column(row, "split") or None,
             extra=extra,
         )
-    isic_id = first_column(row, "isic_id")
-    if not isic_id:
+    if not first_column(row, "isic_id"):
         raise RowError("neither bcn_filename nor isic_id is set", "missing_value")
-    # ISIC archive: prefer the flat `diagnosis`, else the most specific diagnosis_N, falling
-    # back to coarser levels when the specific name is not in the taxonomy.
+    return isic_archive_row(row, ctx)
+
+
+def isic_archive_row(row: dict[str, str], ctx: RowContext) -> RowFields:
+    """A row of an ISIC-archive collection export (isic_id, diagnosis or diagnosis_1..5, ...)."""
+    isic_id = required_text(row, "isic_id")
+    # Prefer the flat `diagnosis`, else the most specific diagnosis_N, falling back to coarser
+    # levels when the specific name is not in the taxonomy.
     levels = [text(row, c) for c in ("diagnosis", *ISIC_ARCHIVE_DIAGNOSIS_LEVELS) if not is_blank(text(row, c))]
-    extra = pick_extra(row, ("lesion_id", "age_approx", "anatom_site_general", "sex", "benign_malignant",
+    extra = pick_extra(row, ("lesion_id", "patient_id", "age_approx", "anatom_site_general", "sex", "benign_malignant",
                              "diagnosis_confirm_type", "image_type", "attribution"))
     return RowFields(
         row_id=isic_id,
