@@ -35,7 +35,7 @@ def test_files_and_counts(synth):
     out, summary = synth
     for name in ("README.txt", "summary.json", *(f"{s}.jsonl" for s in SPLITS)):
         assert (out / name).is_file(), name
-    expected = {"dense": 5 * 8, "sparse": 20 * 8, "test": 3 * 8, "test_sparse": 3 * 8, "valid": 1 * 8}
+    expected = {"dense": 5 * 8, "sparse": 20 * 8, "test": 5 * 8, "test_sparse": 5 * 8, "valid": 1 * 8}
     assert summary["splits"] == expected
     assert {s: len(load(out, s)) for s in SPLITS} == expected
     assert summary["images"] == sum(expected.values()) == len(list((out / "images").rglob("*.png")))

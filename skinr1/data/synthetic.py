@@ -9,8 +9,8 @@ Splits (counts per disease at scale 1):
 * dense        50  every record labelled with its disease;
 * sparse      200  ~40% of records carry only a coarse label (the depth-2 group or the top-level
                    category), as pooled real datasets do; `extra.leaf_node_id` keeps the truth;
-* test         25  held out, disease labels;
-* test_sparse  25  held out, mixed granularity like `sparse`;
+* test         50  held out, disease labels;
+* test_sparse  50  held out, mixed granularity like `sparse`;
 * valid        10  held out for validation during RL, disease labels.
 
 Records use source "synthetic" (not a taxonomy dataset source): node ids are set directly, never
@@ -51,8 +51,8 @@ DEMO_LEAVES = (
 SPLITS: dict[str, tuple[int, float]] = {
     "dense": (50, 0.0),
     "sparse": (200, 0.4),
-    "test": (25, 0.0),
-    "test_sparse": (25, 0.4),
+    "test": (50, 0.0),
+    "test_sparse": (50, 0.4),
     "valid": (10, 0.0),
 }
 COARSE_SHARE_NOTE = "coarse records are split evenly between the group (depth 2) and the category (depth 1)"
