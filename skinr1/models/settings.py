@@ -60,9 +60,22 @@ class PolicySettings:
         return {k: v for k, v in (("min_pixels", self.min_pixels), ("max_pixels", self.max_pixels)) if v is not None}
 
     def load_processor(self, name_or_path: str | Path):
+        """The checkpoint's processor with these bounds as its image size (vLLM's Qwen2-VL processor
+        maps `mm_processor_kwargs` min/max_pixels onto the same two edges)."""
         from skinr1.models.loading import load_processor
 
-        return load_processor(name_or_path, trust_remote_code=self.trust_remote_code, **self.processor_kwargs())
+        processor = load_processor(name_or_path, trust_remote_code=self.trust_remote_code)
+        if self.processor_kwargs():
+            # Set on the image processor, not passed as call-time min/max_pixels: transformers
+            # deprecates those (removal in 5.23) and warns on every call.
+            from transformers.image_utils import SizeDict
+
+            image_processor = processor.image_processor
+            size = {k: v for k, v in dict(image_processor.size).items() if v is not None}
+            size.update({edge: value for edge, value in (("shortest_edge", self.min_pixels), ("longest_edge", self.max_pixels))
+                         if value is not None})
+            image_processor.size = SizeDict(**size)
+        return processor
 
     def load_policy(self, name_or_path: str | Path, adapter: str | Path | None = None):
         from skinr1.models.loading import load_policy
