@@ -37,7 +37,7 @@ class LearnerGroup:
         remote = ray.remote(LearnerRank)
         self.ranks = []
         for rank in range(world):
-            options: dict[str, Any] = {"num_cpus": learner.cpus_per_rank, "num_gpus": 1 if learner.use_gpu else 0}
+            options: dict[str, Any] = {"num_cpus": learner.cpus_per_rank, "num_gpus": learner.gpus_per_rank if learner.use_gpu else 0}
             if learner.custom_resources:
                 options["resources"] = dict(learner.custom_resources)
             if placement_group is not None:  # bundle i holds rank i

@@ -100,7 +100,7 @@ class GRPODriver:
         self.budget = PromptBudget(processor, runtime.policy, runtime.max_model_len)
         started = time.perf_counter()
         # All-or-nothing per role: a job that cannot place its learners says so instead of hanging.
-        learner_gpus = 1 if rl.learner.use_gpu else 0
+        learner_gpus = rl.learner.gpus_per_rank if rl.learner.use_gpu else 0
         for role, bundles in (
             ("learners", placement.uniform_bundles(rl.learner.num_ranks, rl.learner.cpus_per_rank, learner_gpus,
                                                    rl.learner.custom_resources)),
