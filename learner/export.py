@@ -21,16 +21,21 @@ def adapter_base(directory: str | Path) -> str:
     return base
 
 
-def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str | None = None) -> Path:
-    """Load base + adapter, fold the adapter in, write safetensors + processor atomically."""
+def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, base: str | None = None, policy=None) -> Path:
+    """Load base + adapter, fold the adapter in, write safetensors + processor atomically.
+
+    `policy` (`PolicySettings`; default float32, the processor's own bounds) gives the dtype the
+    merged weights are written in (the model's: a bf16 run gets a bf16 base, not a float32 copy of
+    twice the size) and the pixel bounds the saved processor carries."""
     from skinr1.atomic import atomic_directory
-    from skinr1.models.loading import load_policy, load_processor
+    from skinr1.models.settings import PolicySettings
 
     if not is_adapter(adapter_dir):
         raise FileNotFoundError(f"{adapter_dir} holds no {ADAPTER_CONFIG}: not a LoRA adapter")
+    policy = policy or PolicySettings()
     base = base or adapter_base(adapter_dir)
-    model = load_policy(base, adapter=adapter_dir).merge_and_unload()
-    processor = load_processor(adapter_dir if (Path(adapter_dir) / "processor_config.json").is_file() else base)
+    model = policy.load_policy(base, adapter=adapter_dir).merge_and_unload()
+    processor = policy.load_processor(adapter_dir if (Path(adapter_dir) / "processor_config.json").is_file() else base)
     with atomic_directory(out_dir) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         processor.save_pretrained(staging)

@@ -24,7 +24,8 @@ def split_for_ranks(samples: list[TrainSample], ranks: int) -> list[list[TrainSa
 
 
 class LearnerGroup:
-    def __init__(self, base_model: str, config: GRPOConfig, seed: int, placement_group=None):
+    def __init__(self, base_model: str, config: GRPOConfig, seed: int, placement_group=None, policy=None):
+        """`policy`: the ranks' `PolicySettings` (dtype, pixel bounds; skinr1.config.derive.rl_settings)."""
         import ray
 
         from learner.rank import LearnerRank
@@ -36,12 +37,12 @@ class LearnerGroup:
         remote = ray.remote(LearnerRank)
         self.ranks = []
         for rank in range(world):
-            options: dict[str, Any] = {"num_cpus": learner.cpus_per_rank, "num_gpus": 1 if learner.use_gpu else 0}
+            options: dict[str, Any] = {"num_cpus": learner.cpus_per_rank, "num_gpus": learner.gpus_per_rank if learner.use_gpu else 0}
             if learner.custom_resources:
                 options["resources"] = dict(learner.custom_resources)
             if placement_group is not None:  # bundle i holds rank i
                 options["scheduling_strategy"] = strategy(placement_group, rank)
-            self.ranks.append(remote.options(**options).remote(rank, world, base_model, config, seed))
+            self.ranks.append(remote.options(**options).remote(rank, world, base_model, config, seed, policy))
         # Every rank reaches rank 0's node, wherever the placement group put it.
         address, port = ray.get(self.ranks[0].rendezvous.remote())
         ray.get([r.setup.remote(address, port) for r in self.ranks])  # surfaces start-up errors here

@@ -60,6 +60,9 @@ class LearnerConfig:
     """One GPU per rank with NCCL; false: CPU with gloo."""
     cpus_per_rank: float = 1.0
     """Logical CPUs reserved per rank."""
+    gpus_per_rank: float = 1.0
+    """GPUs reserved per rank when use_gpu (a fraction lets a rank share one GPU with a rollout
+    engine, e.g. the level-2 check on a one-GPU machine; each rank still sees exactly one device)."""
     custom_resources: dict[str, float] = field(default_factory=dict)
     """Extra Ray resources per rank, e.g. {"learner_node": 1} to keep ranks on the learner nodes."""
     deepspeed: DeepSpeedSettings = field(default_factory=DeepSpeedSettings)
@@ -83,6 +86,8 @@ class LearnerConfig:
     def __post_init__(self) -> None:
         if self.num_ranks < 1 or self.micro_batch_size < 1 or self.updates_per_step < 1:
             raise ValueError("learner.num_ranks, micro_batch_size and updates_per_step must be >= 1")
+        if not 0 < self.gpus_per_rank <= 1:
+            raise ValueError(f"learner.gpus_per_rank must be in (0, 1], got {self.gpus_per_rank}")
         if self.learning_rate <= 0:
             raise ValueError(f"learner.learning_rate must be > 0, got {self.learning_rate}")
 

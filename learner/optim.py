@@ -26,7 +26,9 @@ class DeepSpeedSettings:
     offload_optimizer: bool = False
     """Keep optimizer state in host memory (saves accelerator memory, costs step time)."""
     bf16: str = "auto"
-    """bfloat16 training: "auto" (on when the accelerator supports it), "true" or "false"."""
+    """bfloat16 training: "auto" (follow model.dtype: on exactly when the weights load in bfloat16),
+    "true" (also mixed bf16 over float32 weights: DeepSpeed keeps float32 master weights) or "false"
+    (an error with model.dtype=bfloat16). float16 weights always train with DeepSpeed's fp16 mode."""
     gradient_clipping: float = 1.0
     """Global gradient-norm clip."""
 
@@ -39,12 +41,18 @@ class DeepSpeedSettings:
             raise ValueError(f"gradient_clipping must be >= 0, got {self.gradient_clipping}")
 
 
-def bf16_enabled(setting: str) -> bool:
-    if setting != "auto":
-        return setting == "true"
-    import torch
+def precision_config(bf16: str, dtype: str) -> dict[str, Any]:
+    """DeepSpeed's "bf16"/"fp16" sections for weights loaded in `dtype` (the run's model.dtype).
 
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    The model's dtype decides: a machine's capabilities never switch precision silently (before,
+    "auto" meant bf16 on any bf16-capable GPU, whatever dtype the run asked for)."""
+    if dtype == "bfloat16" and bf16 == "false":
+        raise ValueError("deepspeed.bf16=false contradicts model.dtype=bfloat16: the weights are bf16; "
+                         "set model.dtype=float32 to train in full precision")
+    if dtype == "float16" and bf16 == "true":
+        raise ValueError("deepspeed.bf16=true contradicts model.dtype=float16")
+    use_bf16 = dtype == "bfloat16" or (dtype == "float32" and bf16 == "true")
+    return {"bf16": {"enabled": use_bf16}, "fp16": {"enabled": dtype == "float16"}}
 
 
 def deepspeed_config(
@@ -54,8 +62,10 @@ def deepspeed_config(
     world_size: int,
     learning_rate: float,
     weight_decay: float,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
-    """The DeepSpeed JSON config. The LR schedule is ours (a LambdaLR passed to initialize)."""
+    """The DeepSpeed JSON config for weights loaded in `dtype`. The LR schedule is ours (a LambdaLR
+    passed to initialize)."""
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro_batch_size,
         "gradient_accumulation_steps": grad_accum_steps,
@@ -67,7 +77,7 @@ def deepspeed_config(
             "params": {"lr": learning_rate, "weight_decay": weight_decay, "torch_adam": True},
         },
         "zero_optimization": {"stage": settings.zero_stage},
-        "bf16": {"enabled": bf16_enabled(settings.bf16)},
+        **precision_config(settings.bf16, dtype),
         "steps_per_print": 10**9,  # we log ourselves
         "wall_clock_breakdown": False,
     }

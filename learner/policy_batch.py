@@ -2,7 +2,11 @@
 
 The learner re-processes each prompt with its own Hugging Face processor (which expands the image
 placeholder into exactly as many image tokens as the image has merged patches) and appends the
-completion token ids vLLM sampled. Token counts and image features therefore always agree.
+completion token ids vLLM sampled. Token counts and image features therefore always agree, and
+the image-token count equals vLLM's when both see the same `PolicySettings` (the processor built
+with its pixel bounds, the image resized to them).
+
+Tensors are built on the CPU; the learner moves them to its engine's device (`learner.devices`).
 """
 
 from __future__ import annotations
@@ -26,16 +30,19 @@ class TrainSample:
     """0 for padding samples (they keep every rank's micro-batch count equal; no gradient)."""
 
 
-def encode_batch(processor, samples: list[TrainSample], min_pixels=None, max_pixels=None) -> dict[str, Any]:
-    """Right-padded input_ids, a completion mask, image tensors and per-token rollout log-probs."""
+def encode_batch(processor, samples: list[TrainSample], settings=None) -> dict[str, Any]:
+    """Right-padded input_ids, a completion mask, image tensors and per-token rollout log-probs
+    (CPU tensors). `settings` (`PolicySettings`) resizes the images as every other stage does;
+    None loads them unresized (the processor's own bounds apply)."""
     import torch
 
-    from skinr1.data.images import load_image
+    from skinr1.models.settings import PolicySettings
 
+    settings = settings or PolicySettings()
     rows, completion_starts, type_rows = [], [], []
     pixel_values, grids = [], []
     for sample in samples:
-        image = load_image(sample.image, min_pixels=min_pixels, max_pixels=max_pixels)
+        image = settings.load_image(sample.image)
         prompt = processor(text=[sample.prompt], images=[image], return_tensors="pt")
         prompt_ids = prompt["input_ids"][0].tolist()
         completion_starts.append(len(prompt_ids))

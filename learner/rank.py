@@ -2,7 +2,9 @@
 
 Policy set-up (LoRA): the SFT adapter is merged into the base weights and a fresh adapter is
 trained on top, so "adapters disabled" is exactly the SFT policy, the reference of the KL term.
-Full fine-tuning keeps a frozen copy of the starting policy as the reference.
+Full fine-tuning keeps a frozen copy of the starting policy as the reference, on the engine's
+device (or in host memory with learner.offload_reference). The weights load in the run's dtype and
+every batch is moved to the engine's device (`learner.devices`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from learner.grpo import grpo_token_losses, token_mean_over_step
+from learner.devices import module_device, require_accelerator, to_device
 from learner.grpo_config import GRPOConfig
 from learner.policy_batch import TrainSample, encode_batch, token_logprobs, token_logprobs_and_entropy
 
@@ -34,9 +37,14 @@ def init_process_group(rank: int, world: int, address: str, port: int, use_gpu: 
 class LearnerRank:
     """Wrap with `ray.remote` (see learner.group)."""
 
-    def __init__(self, rank: int, world: int, base_model: str, config: GRPOConfig, seed: int):
+    def __init__(self, rank: int, world: int, base_model: str, config: GRPOConfig, seed: int, policy=None):
+        from skinr1.models.settings import PolicySettings
+
         self.rank, self.world, self.config = rank, world, config
         self.base_model, self.seed = base_model, seed
+        self.policy = policy or PolicySettings()
+        """Dtype and pixel bounds (skinr1.config.derive.learner_settings); the default keeps the
+        checkpoint's processor bounds and float32."""
         self._shared_store = None  # rank 0's versions in shared memory (sync_backend=shared_memory)
 
     def rendezvous(self) -> tuple[str, int]:
@@ -58,14 +66,13 @@ class LearnerRank:
         # DeepSpeed's ZeRO gathers call a torch API that warns on every step; the log is for us.
         warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
         config, learner = self.config, self.config.learner
+        require_accelerator(learner.use_gpu, f"learner rank {self.rank}")
         if learner.use_gpu:
             torch.cuda.set_device(0)  # Ray exposes one GPU per rank as device 0
         init_process_group(self.rank, self.world, address, port, learner.use_gpu)
         torch.manual_seed(self.seed)
-        from skinr1.models.loading import load_policy, load_processor
-
-        self.processor = load_processor(self.base_model)
-        model = load_policy(self.base_model)
+        self.processor = self.policy.load_processor(self.base_model)
+        model = self.policy.load_policy(self.base_model)
         self.reference = None
         if learner.lora.enabled:
             from learner.lora import apply_lora
@@ -73,8 +80,6 @@ class LearnerRank:
             model = apply_lora(model, learner.lora)
         else:
             self.reference = copy.deepcopy(model).eval().requires_grad_(False)
-            if learner.offload_reference:
-                self.reference.to("cpu")
         from learner.train_engine import TrainingEngine
 
         self.engine = TrainingEngine(
@@ -88,7 +93,15 @@ class LearnerRank:
             learner.weight_decay,
             total_steps=config.steps * learner.updates_per_step,
             warmup_steps=int(learner.warmup_ratio * config.steps * learner.updates_per_step),
+            dtype=self.policy.dtype,
+            use_gpu=learner.use_gpu,
         )
+        if self.reference is not None and not learner.offload_reference:
+            self.reference.to(self.engine.device)  # the frozen copy scores on the same device
+
+    def encode(self, samples: list[TrainSample]) -> dict[str, Any]:
+        """One micro-batch's tensors, built on the CPU by the processor, on the engine's device."""
+        return to_device(encode_batch(self.processor, samples, self.policy), self.engine.device)
 
     # ----------------------------------------------------------------- training
     def train_step(self, samples: list[TrainSample], step_tokens: float) -> dict[str, float]:
@@ -106,7 +119,7 @@ class LearnerRank:
         config, learner, loss_cfg = self.config, self.config.learner, self.config.loss
         temperature = config.sampling.temperature
         micro = learner.micro_batch_size
-        batches = [encode_batch(self.processor, samples[i : i + micro]) for i in range(0, len(samples), micro)]
+        batches = [self.encode(samples[i : i + micro]) for i in range(0, len(samples), micro)]
         score_old = learner.updates_per_step > 1
         module = self.engine.module
         with torch.no_grad():  # log-probs before the update, and of the reference
@@ -154,7 +167,7 @@ class LearnerRank:
         with torch.no_grad():
             for start in range(0, len(samples), micro):
                 chunk = samples[start : start + micro]
-                batch = encode_batch(self.processor, chunk)
+                batch = self.encode(chunk)
                 logprobs = token_logprobs(self.engine, batch, temperature)
                 for row, mask in zip(logprobs, batch["mask"]):
                     values.append(row[mask > 0].tolist())
@@ -162,7 +175,10 @@ class LearnerRank:
 
     def _reference_logprobs(self, batch: dict[str, Any], temperature: float):
         if self.reference is not None:
-            return token_logprobs(self.reference, batch, temperature)
+            # An offloaded reference scores in host memory; its log-probs come back to the engine's device.
+            device = module_device(self.reference)
+            logprobs = token_logprobs(self.reference, to_device(batch, device), temperature)
+            return logprobs.to(self.engine.device)
         with self.engine.module.disable_adapter():
             return token_logprobs(self.engine, batch, temperature)
 

@@ -16,21 +16,30 @@ from learner.sft_config import SFTConfig
 from learner.sft_worker import ADAPTER_DIR, TRAINER_STATE, sft_train_loop
 
 POLICY_META = "skinr1_policy.json"
+MODEL_SETTINGS = "model_settings"
+"""Key of POLICY_META holding the `PolicySettings` the policy was trained with (serving reads it)."""
 
 
-def run_sft(model: str, data: str, run_dir: str | Path, config: SFTConfig) -> Path:
-    """Train (resuming from the run's last checkpoint if there is one); return the final policy dir."""
+def run_sft(model: str, data: str, run_dir: str | Path, config: SFTConfig, policy=None) -> Path:
+    """Train (resuming from the run's last checkpoint if there is one); return the final policy dir.
+
+    `policy` (`PolicySettings`, from skinr1.config.derive.sft_settings) sets the weights' dtype and
+    the image bounds; it is recorded in the policy's metadata so that serving uses the same ones."""
+    from skinr1.models.settings import PolicySettings
+
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from skinr1.atomic import atomic_directory
     from skinr1.progress import FollowMetrics
 
+    policy = policy or PolicySettings()
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
         sft_train_loop,
-        train_loop_config={"sft": config, "model": str(model), "data": str(Path(data).resolve()), "run_dir": str(run_dir)},
+        train_loop_config={"sft": config, "model": str(model), "data": str(Path(data).resolve()), "run_dir": str(run_dir),
+                           "policy": policy},
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.num_workers,
             use_gpu=config.use_gpu,
@@ -52,7 +61,8 @@ def run_sft(model: str, data: str, run_dir: str | Path, config: SFTConfig) -> Pa
         state = json.loads((Path(directory) / TRAINER_STATE).read_text())
         with atomic_directory(final) as staging:
             shutil.copytree(Path(directory) / ADAPTER_DIR, staging, dirs_exist_ok=True)
-            meta = {"base_model": str(model), "lora": config.lora.enabled, "sft_steps": state["step"]}
+            meta = {"base_model": str(model), "lora": config.lora.enabled, "sft_steps": state["step"],
+                    MODEL_SETTINGS: policy.to_dict()}
             (staging / POLICY_META).write_text(json.dumps(meta, indent=2))
     return final
 

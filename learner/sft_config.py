@@ -1,4 +1,8 @@
-"""Configuration of the SFT warm start."""
+"""Configuration of the SFT warm start.
+
+Image bounds and the weights' dtype are not here: they are the run's `model` settings, shared by
+every stage (skinr1.config.derive); `sft.min_pixels` / `sft.max_pixels` of older configs are
+rejected with a pointer to `model.*` (skinr1.config.schema.REMOVED_KEYS)."""
 
 from __future__ import annotations
 
@@ -45,10 +49,6 @@ class SFTConfig:
     """Micro-batches accumulated per optimizer step (effective batch = micro x workers x this)."""
     max_length: int = 1024
     """Prompt + completion tokens; longer completions are truncated and counted (paper: 1024)."""
-    min_pixels: Optional[int] = None
-    """Image area lower bound for the processor (None: the checkpoint's processor setting)."""
-    max_pixels: Optional[int] = None
-    """Image area upper bound (paper: 448*448)."""
     checkpoint_every: int = 50
     """Save a resumable checkpoint every this many optimizer steps (and at the end)."""
     keep_checkpoints: int = 2

@@ -59,14 +59,15 @@ def encode_record(
     processor,
     record: SFTRecord,
     max_length: int,
-    min_pixels: int | None = None,
-    max_pixels: int | None = None,
+    settings=None,
 ) -> dict[str, Any]:
-    """Tokenise one record; returns input_ids/labels (lists) and the image tensors."""
-    from skinr1.data.images import load_image
+    """Tokenise one record; returns input_ids/labels (lists) and the image tensors. `settings`
+    (`PolicySettings`) resizes the image as every other stage does (None: unresized)."""
+    from skinr1.models.settings import PolicySettings
 
+    settings = settings or PolicySettings()
     try:
-        image = load_image(record.image, min_pixels=min_pixels, max_pixels=max_pixels)
+        image = settings.load_image(record.image)
     except (OSError, ValueError) as error:
         raise SFTDataError(f"record {record.id}: image {record.image}: {error}") from None
     prompt_messages = record.messages[:-1]

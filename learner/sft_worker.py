@@ -1,4 +1,4 @@
-"""The per-worker SFT loop that Ray Train runs on every rank."""
+"""The SFT rank: its logic as a plain class (`SFTWorker`) and the Ray Train loop that hosts it."""
 
 from __future__ import annotations
 
@@ -20,98 +20,148 @@ class SimulatedInterruption(RuntimeError):
     """Raised after `stop_after_step`'s checkpoint to exercise the resume path."""
 
 
-def sft_train_loop(loop_config: dict[str, Any]) -> None:
-    """Train on this rank. `loop_config` = {"sft": SFTConfig, "model": path, "data": path, "run_dir": path}."""
-    import ray.train
-    import torch
-    import torch.distributed as dist
+class SFTWorker:
+    """One SFT rank's logic without Ray: model, engine, data order and one optimizer step at a time.
 
-    from learner.lora import apply_lora
-    from learner.train_engine import TrainingEngine
-    from skinr1.metrics import MetricsLogger
-    from skinr1.models.loading import load_policy, load_processor
+    Ray Train's loop (`sft_train_loop`) hosts it; the level-1 GPU check (`skinr1.gpu_check`) runs it
+    in-process. torch.distributed must be initialised (Ray Train does it; so does the check)."""
 
-    config: SFTConfig = loop_config["sft"]
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    torch.manual_seed(config.seed)  # identical adapter initialisation on every rank
+    def __init__(self, config: SFTConfig, model: str, data: str, rank: int, world: int, policy=None):
+        import torch
 
-    processor = load_processor(loop_config["model"])
-    model = load_policy(loop_config["model"])
-    if config.lora.enabled:
-        model = apply_lora(model, config.lora)
-    records = read_sft_records(loop_config["data"])
-    layout = BatchLayout(len(records), config.micro_batch_size, world, config.grad_accum_steps)
-    total_steps = config.max_steps or config.epochs * layout.steps_per_epoch
-    engine = TrainingEngine(
-        model,
-        config.strategy,
-        config.deepspeed,
-        config.micro_batch_size,
-        config.grad_accum_steps,
-        world,
-        config.learning_rate,
-        config.weight_decay,
-        total_steps,
-        warmup_steps=int(config.warmup_ratio * total_steps),
-        min_lr_ratio=config.min_lr_ratio,
-    )
+        from learner.devices import require_accelerator
+        from learner.lora import apply_lora
+        from learner.train_engine import TrainingEngine
+        from skinr1.models.settings import PolicySettings
 
-    start_step = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            state = json.loads((Path(directory) / TRAINER_STATE).read_text())
-            _check_resumable(state, config, world, len(records))
-            engine.load_state(Path(directory) / "engine")
-            start_step = state["step"]
+        self.config, self.rank, self.world = config, rank, world
+        self.policy = policy or PolicySettings()
+        require_accelerator(config.use_gpu, f"SFT worker {rank}")
+        torch.manual_seed(config.seed)  # identical adapter initialisation on every rank
+        self.processor = self.policy.load_processor(model)
+        module = self.policy.load_policy(model)
+        if config.lora.enabled:
+            module = apply_lora(module, config.lora)
+        self.records = read_sft_records(data)
+        self.layout = BatchLayout(len(self.records), config.micro_batch_size, world, config.grad_accum_steps)
+        self.total_steps = config.max_steps or config.epochs * self.layout.steps_per_epoch
+        self.engine = TrainingEngine(
+            module,
+            config.strategy,
+            config.deepspeed,
+            config.micro_batch_size,
+            config.grad_accum_steps,
+            world,
+            config.learning_rate,
+            config.weight_decay,
+            self.total_steps,
+            warmup_steps=int(config.warmup_ratio * self.total_steps),
+            min_lr_ratio=config.min_lr_ratio,
+            dtype=self.policy.dtype,
+            use_gpu=config.use_gpu,
+        )
+        self.engine.module.train()
 
-    run_dir = Path(loop_config["run_dir"])
-    logger = MetricsLogger(run_dir / "metrics.jsonl", run_dir / "tensorboard") if rank == 0 else None
-    pad_id = processor.tokenizer.pad_token_id
-    engine.module.train()
-    for step in range(start_step, total_steps):
+    def restore(self, directory: Path) -> int:
+        """Load a checkpoint written by `save_into`; returns the step to continue from."""
+        state = json.loads((Path(directory) / TRAINER_STATE).read_text())
+        _check_resumable(state, self.config, self.world, len(self.records))
+        self.engine.load_state(Path(directory) / "engine")
+        return state["step"]
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        """Optimizer step `step` (0-based) on this rank; returns the step's metrics row (collective)."""
+        import torch.distributed as dist
+
+        from learner.devices import to_device
+
+        config, engine = self.config, self.engine
         started = time.perf_counter()
         losses, tokens, truncated, trained_ids = [], 0, 0, []
-        for micro_batch in rank_micro_batches(layout, config.seed, step, rank):
+        pad_id = self.processor.tokenizer.pad_token_id
+        for micro_batch in rank_micro_batches(self.layout, config.seed, step, self.rank):
             examples = []
             for index in micro_batch:
-                example, was_truncated = _encode(processor, records[index], config)
+                example, was_truncated = _encode(self.processor, self.records[index], config, self.policy)
                 truncated += was_truncated
                 examples.append(example)
-                trained_ids.append(records[index].id)
-            batch = collate(examples, pad_id)
+                trained_ids.append(self.records[index].id)
+            batch = to_device(collate(examples, pad_id), engine.device)
             loss = engine(**batch).loss
             engine.micro_step(loss)
             losses.append(float(loss.detach()))
             tokens += int((batch["labels"] != -100).sum())
-        elapsed = time.perf_counter() - started
-        metrics = _reduce_metrics(dist, losses, tokens, truncated, elapsed)
-        all_ids = _gather_ids(dist, trained_ids, world)
+        metrics = _reduce_metrics(dist, losses, tokens, truncated, time.perf_counter() - started)
+        return {**metrics, "lr": engine.learning_rate, "epoch": step // self.layout.steps_per_epoch,
+                "samples": _gather_ids(dist, trained_ids, self.world), "total_steps": self.total_steps}
+
+    def save_into(self, path: Path, step: int) -> None:
+        """Every rank writes its engine shard; rank 0 adds the adapter/weights, processor and state."""
+        self.engine.save_state(path / "engine", self.rank)
+        if self.rank == 0:
+            config = self.config
+            export_policy(self.engine.module, self.processor, path / ADAPTER_DIR)
+            state = {"step": step, "world_size": self.world, "seed": config.seed, "num_records": len(self.records),
+                     "micro_batch_size": config.micro_batch_size, "grad_accum_steps": config.grad_accum_steps}
+            (path / TRAINER_STATE).write_text(json.dumps(state))
+
+    def close(self) -> None:
+        self.engine.destroy()
+
+
+def sft_train_loop(loop_config: dict[str, Any]) -> None:
+    """Ray Train's per-rank loop: hosts an `SFTWorker`. `loop_config` = {"sft": SFTConfig, "model":
+    path, "data": path, "run_dir": path, "policy": PolicySettings}."""
+    import ray.train
+
+    from skinr1.metrics import MetricsLogger
+
+    config: SFTConfig = loop_config["sft"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    worker = SFTWorker(config, loop_config["model"], loop_config["data"], rank, world, loop_config.get("policy"))
+    start_step = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            start_step = worker.restore(Path(directory))
+
+    run_dir = Path(loop_config["run_dir"])
+    logger = MetricsLogger(run_dir / "metrics.jsonl", run_dir / "tensorboard") if rank == 0 else None
+    total_steps = worker.total_steps
+    for step in range(start_step, total_steps):
+        row = worker.train_step(step)  # the driver's progress bar follows these rows
         finished = step + 1
-        row = {**metrics, "lr": engine.learning_rate, "epoch": step // layout.steps_per_epoch, "samples": all_ids,
-               "total_steps": total_steps}  # the driver's progress bar follows these rows
         if logger:
             logger.log(finished, row)
         if finished % config.checkpoint_every == 0 or finished == total_steps:
-            _save_checkpoint(engine, processor, config, rank, world, finished, len(records), row)
+            _report_checkpoint(worker, finished, row)
             if config.stop_after_step is not None and finished >= config.stop_after_step and finished < total_steps:
                 raise SimulatedInterruption(f"stopped after step {finished} as configured")
         # Metrics go to our JSONL/TensorBoard every step; Ray Train hears of checkpoints only
         # (a report is a round trip through the controller, ~1 s, longer than a tiny model's step).
     if logger:
         logger.close()
-    engine.destroy()
+    worker.close()
 
 
-def _encode(processor, record, config: SFTConfig) -> tuple[dict, int]:
+def _report_checkpoint(worker: SFTWorker, step: int, row: dict) -> None:
+    import ray.train
+
+    with tempfile.TemporaryDirectory(prefix="skinr1-sft-ckpt-") as directory:
+        worker.save_into(Path(directory), step)
+        metrics = {k: v for k, v in row.items() if k != "samples"} | {"step": step}
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def _encode(processor, record, config: SFTConfig, policy) -> tuple[dict, int]:
     try:
-        return encode_record(processor, record, config.max_length, config.min_pixels, config.max_pixels), 0
+        return encode_record(processor, record, config.max_length, policy), 0
     except SFTDataError as error:
         if "exceed max_length" not in str(error):
             raise
     # Keep the prompt whole and cut the completion: the sample still teaches its opening.
-    example = encode_record(processor, record, 10**9, config.min_pixels, config.max_pixels)
+    example = encode_record(processor, record, 10**9, policy)
     for key in ("input_ids", "labels", "mm_token_type_ids"):
         example[key] = example[key][: config.max_length]
     return example, 1
@@ -143,22 +193,6 @@ def _gather_ids(dist, ids: list[str], world: int) -> list[str]:
     gathered: list[list[str] | None] = [None] * world
     dist.all_gather_object(gathered, ids)
     return [i for part in gathered for i in (part or [])]
-
-
-def _save_checkpoint(engine, processor, config, rank, world, step, num_records, row) -> None:
-    """Every rank writes its engine shard; rank 0 adds the adapter/weights, processor and state."""
-    import ray.train
-
-    with tempfile.TemporaryDirectory(prefix="skinr1-sft-ckpt-") as directory:
-        path = Path(directory)
-        engine.save_state(path / "engine", rank)
-        if rank == 0:
-            export_policy(engine.module, processor, path / ADAPTER_DIR)
-            state = {"step": step, "world_size": world, "seed": config.seed, "num_records": num_records,
-                     "micro_batch_size": config.micro_batch_size, "grad_accum_steps": config.grad_accum_steps}
-            (path / TRAINER_STATE).write_text(json.dumps(state))
-        metrics = {k: v for k, v in row.items() if k != "samples"} | {"step": step}
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
 def export_policy(module, processor, directory: Path) -> None:

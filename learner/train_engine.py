@@ -31,8 +31,12 @@ class TrainingEngine:
         total_steps: int,
         warmup_steps: int,
         min_lr_ratio: float = 0.0,
+        dtype: str = "float32",
+        use_gpu: bool = False,
     ):
         import torch
+
+        from learner.devices import check_placement, module_device, require_accelerator
 
         self.strategy = strategy
         self.grad_accum_steps = grad_accum_steps
@@ -49,7 +53,7 @@ class TrainingEngine:
             import deepspeed
 
             config = deepspeed_config(
-                deepspeed_settings, micro_batch_size, grad_accum_steps, world_size, learning_rate, weight_decay
+                deepspeed_settings, micro_batch_size, grad_accum_steps, world_size, learning_rate, weight_decay, dtype
             )
             engine, optimizer, _, _ = deepspeed.initialize(
                 model=model,
@@ -62,18 +66,27 @@ class TrainingEngine:
             self.module = engine.module
             self.optimizer = optimizer
             self.scheduler = engine.lr_scheduler
+            self.device = engine.device
         elif strategy == "ddp":
             from torch.nn.parallel import DistributedDataParallel
 
-            wrapped = DistributedDataParallel(model) if torch.distributed.is_initialized() else model
+            require_accelerator(use_gpu, "ddp training")
+            # DDP, unlike DeepSpeed, leaves the model where it is: one visible GPU per rank (Ray).
+            self.device = torch.device("cuda", torch.cuda.current_device()) if use_gpu else torch.device("cpu")
+            model.to(self.device)
+            device_ids = [self.device] if use_gpu else None
+            wrapped = DistributedDataParallel(model, device_ids=device_ids) if torch.distributed.is_initialized() else model
             self.engine = wrapped
             self.module = model
             self.optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=weight_decay)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         else:
             raise ValueError(f"unknown strategy {strategy!r}")
+        check_placement(self.device, use_gpu, f"{strategy} engine")
+        check_placement(module_device(self.module), use_gpu, f"{strategy} engine's model")
 
     def __call__(self, **inputs: Any):
+        """Forward a batch; its tensors must already be on `self.device` (see learner.devices)."""
         return self.engine(**inputs)
 
     def micro_step(self, loss) -> bool:

@@ -46,17 +46,9 @@ class RolloutWorker:
 
     # ----------------------------------------------------------------- generation
     def generate(self, requests: list[RolloutRequest], sampling: SamplingSettings, seed: int | None = None, n: int | None = None) -> list[RolloutResult]:
-        from skinr1.data.images import load_image
-
-        prompts = [
-            {
-                "prompt": request.prompt,
-                "multi_modal_data": {
-                    "image": load_image(request.image, min_pixels=self.settings.min_pixels, max_pixels=self.settings.max_pixels)
-                },
-            }
-            for request in requests
-        ]
+        images = self.settings.images()
+        prompts = [{"prompt": request.prompt, "multi_modal_data": {"image": images.load_image(request.image)}}
+                   for request in requests]
         params = [vllm_sampling_params(sampling, self.blocked_token_ids, request_seed(seed, request.prompt_id), n)
                   for request in requests]
         outputs = self.llm.generate(prompts, params, lora_request=self.lora_request, use_tqdm=False)

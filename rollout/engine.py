@@ -64,6 +64,14 @@ class EngineSettings:
         if self.logprobs_mode not in LOGPROBS_MODES:
             raise ValueError(f"logprobs_mode must be one of {LOGPROBS_MODES}, got {self.logprobs_mode!r}")
 
+    def images(self):
+        """The engine's image handling as `PolicySettings` (its pixel bounds; the dtype is not an
+        image matter): images are resized exactly as the learner resizes them."""
+        from skinr1.models.settings import PolicySettings
+
+        return PolicySettings(min_pixels=self.min_pixels, max_pixels=self.max_pixels,
+                              trust_remote_code=self.trust_remote_code)
+
 
 CPU_BATCHED_TOKENS = 4096
 """Tokens the CPU engine schedules per step (vLLM's default budget)."""
@@ -93,11 +101,9 @@ def engine_kwargs(model: str, settings: EngineSettings) -> dict[str, Any]:
         "trust_remote_code": settings.trust_remote_code,
         "logprobs_mode": settings.logprobs_mode,
     }
-    processor_kwargs = {
-        key: value
-        for key, value in (("min_pixels", settings.min_pixels), ("max_pixels", settings.max_pixels))
-        if value is not None
-    }
+    # The learner's processor is built with the same bounds (PolicySettings.load_processor): both
+    # expand an image into the same number of tokens.
+    processor_kwargs = settings.images().processor_kwargs()
     if processor_kwargs:
         kwargs["mm_processor_kwargs"] = processor_kwargs
     if on_cpu():

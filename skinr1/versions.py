@@ -38,10 +38,16 @@ def installed_version(distribution: str) -> str | None:
         return None
 
 
-def version_problems(need_vllm: bool = False) -> list[str]:
+LEARNER_ONLY = ("torch", "transformers", "peft", "deepspeed")
+"""What the learner needs on its own (the level-1 GPU check runs on a bare CUDA image without Ray or vLLM)."""
+
+
+def version_problems(need_vllm: bool = False, learner_only: bool = False) -> list[str]:
     """Human-readable problems with the installed dependency set (empty when all is well)."""
     problems: list[str] = []
     for distribution, prefixes in TESTED_VERSIONS.items():
+        if learner_only and distribution not in LEARNER_ONLY:
+            continue
         version = installed_version(distribution)
         if version is None:
             problems.append(f"{distribution} is not installed (tested: {' or '.join(prefixes)}x)")
@@ -66,9 +72,9 @@ def version_problems(need_vllm: bool = False) -> list[str]:
     return problems
 
 
-def check_versions(need_vllm: bool = False) -> None:
+def check_versions(need_vllm: bool = False, learner_only: bool = False) -> None:
     """Raise `VersionError` listing every problem, or warn when the override variable is set."""
-    problems = version_problems(need_vllm=need_vllm)
+    problems = version_problems(need_vllm=need_vllm, learner_only=learner_only)
     if not problems:
         return
     message = "untested dependency versions:\n  - " + "\n  - ".join(problems)

@@ -97,3 +97,40 @@ def test_several_updates_per_step_score_old_logprobs_and_clip(tiny_model_dir, tm
     assert len(forwards) == 4, len(forwards)
     # The second update sees weights the first one moved (lr 5e-2): its ratio leaves [0.95, 1.05].
     assert report["clipped"] > 0, report
+
+
+@pytest.mark.parametrize("offload", [False, True])
+def test_full_fine_tuning_reference_scores_where_it_was_put(tiny_model_dir, tmp_path, offload):
+    """The frozen reference sits on the engine's device (or in host memory when offloaded) and its
+    log-probs come back to the engine's device for the KL term."""
+    import math
+
+    from learner.devices import module_device
+    from learner.group import free_port
+    from learner.lora import LoraSettings
+    from learner.rank import LearnerRank
+
+    image = tmp_path / "lesion.png"
+    Image.new("RGB", (64, 64), (25, 25, 80)).save(image)
+    config = GRPOConfig(
+        steps=10, prompts_per_step=1, mode="open", sampling=SamplingSettings(group_size=2, temperature=1.0, max_tokens=32),
+        loss=LossConfig(kl_beta=0.04, tis_cap=0.0),
+        learner=LearnerConfig(num_ranks=1, micro_batch_size=2, learning_rate=1e-3, offload_reference=offload,
+                              lora=LoraSettings(enabled=False)),
+    )
+    rank = LearnerRank(0, 1, str(tiny_model_dir), config, seed=0)
+    rank.setup("127.0.0.1", free_port())
+    try:
+        expected = "cpu" if offload else rank.engine.device.type
+        assert module_device(rank.reference).type == expected
+        tokenizer = rank.processor.tokenizer
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is the diagnosis?"}]}],
+            add_generation_prompt=True, tokenize=False)
+        good = tokenizer.encode("<final diagnosis>melanoma (malignant)</final diagnosis>")
+        bad = tokenizer.encode("<final diagnosis>psoriasis (non-neoplastic)</final diagnosis>")
+        samples = [TrainSample(prompt, str(image), ids, [0.0] * len(ids), a) for ids, a in ((good, 1.0), (bad, -1.0))]
+        reports = [rank.train_step(samples, step_tokens=len(good) + len(bad)) for _ in range(2)]
+    finally:
+        rank.shutdown()
+    assert all(math.isfinite(r["kl"]) for r in reports) and reports[1]["kl"] > 0, reports

@@ -311,6 +311,7 @@ def test_rl_is_reproducible_on_one_machine(prepared_run, tmp_path):
     """Two GRPO runs of the same settings give the same metrics, whichever of the two rollout actors
     answers first: each prompt's sampling seed depends on the step and the prompt, not on the actor
     or the batch it landed in."""
+    from skinr1.config.derive import rl_settings
     from skinr1.config.schema import load_run_config
     from skinr1.pipeline import stages
     from skinr1.pipeline.rl_driver import GRPODriver
@@ -322,7 +323,7 @@ def test_rl_is_reproducible_on_one_machine(prepared_run, tmp_path):
     policy_base = stages.rl_policy_base(config, base, sft)
     runs = []
     for attempt in range(2):
-        driver = GRPODriver(config.rl, config.reward, policy_base, str(data / config.data.sparse), tmp_path / f"rl-{attempt}",
+        driver = GRPODriver(rl_settings(config), config.reward, policy_base, str(data / config.data.sparse), tmp_path / f"rl-{attempt}",
                             seed=config.seed, include_system_prompt=config.trajectories.include_system_prompt)
         logger = _Rows()
         try:

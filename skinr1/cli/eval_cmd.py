@@ -45,6 +45,23 @@ def parse_checkpoints(values: list[str]) -> dict[str, str]:
     return named
 
 
+def recorded_engine(paths: list[str]):
+    """Engine settings with the dtype and pixel bounds the checkpoints were trained with (their
+    skinr1_policy.json; a base model has none and is evaluated like the trained ones), so that
+    evaluation sees images as training did. Checkpoints trained differently cannot share one run."""
+    from rollout.engine import EngineSettings
+    from skinr1.config.derive import recorded_engine_settings
+    from skinr1.serving.policy import read_metadata
+
+    metadata = [read_metadata(Path(path)) for path in paths if Path(path).is_dir()]
+    engines = [recorded_engine_settings(EngineSettings(), m) for m in metadata if m.get("model_settings")]
+    distinct = {(e.dtype, e.min_pixels, e.max_pixels) for e in engines}
+    if len(distinct) > 1:
+        raise ValueError(f"the checkpoints were trained with different dtypes or pixel bounds {sorted(map(str, distinct))}: "
+                         "evaluate them separately")
+    return engines[0] if engines else EngineSettings()
+
+
 def run(args: argparse.Namespace) -> int:
     from skinr1.eval.report import format_table, write_report
     from skinr1.eval.runner import EvalSettings, evaluate_checkpoints
@@ -56,9 +73,10 @@ def run(args: argparse.Namespace) -> int:
     for manifest in args.data:
         if not Path(manifest).is_file():
             raise FileNotFoundError(f"manifest {manifest} does not exist")
-    settings = EvalSettings(mode=args.mode or "open", max_tokens=args.max_tokens, limit=args.limit,
-                            include_system_prompt=not args.no_system_prompt)
     checkpoints = parse_checkpoints(args.checkpoint)
+    settings = EvalSettings(mode=args.mode or "open", max_tokens=args.max_tokens, limit=args.limit,
+                            include_system_prompt=not args.no_system_prompt,
+                            engine=recorded_engine(list(checkpoints.values())))
     if args.protocol == "paper":
         return run_paper_protocol(checkpoints, args.data, settings, args.out)
     report = evaluate_checkpoints(checkpoints, args.data, settings)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, Mapping, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -17,21 +17,43 @@ class ConfigError(ValueError):
     """A config file or override is invalid."""
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Build `schema` from defaults, then the YAML file at `path`, then `key=value` overrides."""
+def removed_key_errors(tree: Any, removed: Mapping[str, str], prefix: str = "") -> list[str]:
+    """Messages for every dotted key of `tree` (nested dicts) that `removed` names (key -> what to
+    set instead). Pure: unit-tested without YAML."""
+    errors = []
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            dotted = f"{prefix}{key}"
+            if dotted in removed:
+                errors.append(f"{dotted} is no longer a setting: {removed[dotted]}")
+            errors += removed_key_errors(value, removed, dotted + ".")
+    return errors
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = (),
+                removed: Mapping[str, str] | None = None) -> T:
+    """Build `schema` from defaults, then the YAML file at `path`, then `key=value` overrides.
+    `removed` maps keys of older configs to what replaced them (a clear error instead of "unknown key")."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     try:
         merged = OmegaConf.structured(schema)
+        bad = [item for item in overrides if "=" not in item]
+        if bad:
+            raise ConfigError(f"overrides must look like key=value, got {bad}")
+        given: list[Any] = [OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))] if overrides else []
         if path is not None:
             path = Path(path)
             if not path.is_file():
                 raise ConfigError(f"config file {path} does not exist")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
-        bad = [item for item in overrides if "=" not in item]
-        if bad:
-            raise ConfigError(f"overrides must look like key=value, got {bad}")
+            loaded = OmegaConf.load(path)
+            given.insert(0, OmegaConf.to_container(loaded))
+        errors = [e for tree in given for e in removed_key_errors(tree, removed or {})]
+        if errors:
+            raise ConfigError("; ".join(errors))
+        if path is not None:
+            merged = OmegaConf.merge(merged, loaded)
         if overrides:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(merged)  # runs each dataclass's __post_init__ validation

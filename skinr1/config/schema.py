@@ -19,6 +19,12 @@ from skinr1.trajectories.config import TrajectoriesConfig
 
 TINY_MODEL = "tiny"
 
+REMOVED_KEYS = {
+    "sft.min_pixels": "set model.min_pixels; every stage (SFT, RL, evaluation, serving) now reads the model's bounds",
+    "sft.max_pixels": "set model.max_pixels; every stage (SFT, RL, evaluation, serving) now reads the model's bounds",
+}
+"""Keys of older configs and what replaced them (loading such a config fails with this message)."""
+
 
 @dataclass
 class ModelConfig:
@@ -28,17 +34,23 @@ class ModelConfig:
     """A local Hugging Face checkpoint, a hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct), or "tiny" for
     the random-weight tiny Qwen2.5-VL built under <run_dir>/base_model."""
     dtype: str = "float32"
-    """Weights dtype when loading for training (bfloat16 on GPUs)."""
+    """Weights dtype of every stage: SFT and GRPO training (DeepSpeed's bf16/fp16 mode follows it),
+    the merged RL base, the exported weights and the vLLM engines (bfloat16 on GPUs)."""
     trust_remote_code: bool = False
     """Allow a checkpoint to run its own code. Off: never needed for Qwen2.5-VL."""
     min_pixels: Optional[int] = None
-    """Image area lower bound for the processor (None: the checkpoint's own)."""
+    """Image area lower bound of every stage's processor and image resize (None: the checkpoint's own)."""
     max_pixels: Optional[int] = None
-    """Image area upper bound (the paper caps images at 448x448 = 200704)."""
+    """Image area upper bound of every stage (the paper caps images at 448x448 = 200704, i.e. at most
+    256 image tokens; None: the checkpoint's own, ~12.8 MP for Qwen2.5-VL, up to ~16k tokens)."""
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        for name in ("min_pixels", "max_pixels"):
+            value = getattr(self, name)
+            if value is not None and value < 28 * 28:
+                raise ValueError(f"model.{name} must be at least one 28x28 block (784), got {value}")
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
             raise ValueError(f"model.min_pixels {self.min_pixels} exceeds model.max_pixels {self.max_pixels}")
 
@@ -162,4 +174,4 @@ class SkinR1Config:
 def load_run_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> SkinR1Config:
     from skinr1.config.loader import load_config
 
-    return load_config(SkinR1Config, path, overrides)
+    return load_config(SkinR1Config, path, overrides, removed=REMOVED_KEYS)

@@ -2,16 +2,21 @@
 
 Checkpoints that share a base model (the base itself and LoRA adapters trained on it) are served by
 one engine, switching adapters per checkpoint: one engine start instead of one per checkpoint.
+The engine's settings (dtype, pixel bounds, context length) come from the run config through
+`skinr1.config.derive.eval_settings`, the same as the rollout engines'. A prompt that cannot fit the
+context is skipped and listed in the report (`skipped_prompts`), never sent to vLLM.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rollout.engine import EngineSettings
 from skinr1.eval.metrics import Prediction, metrics_by_dataset
 
 
@@ -29,12 +34,9 @@ class EvalSettings:
     """Evaluate only the first N records of each manifest (0 = all)."""
     seed: int = 0
     """Seed of the choice options."""
-    max_model_len: int = 2048
-    """Engine context length."""
-    min_pixels: int | None = None
-    """Image area lower bound (None: the checkpoint's processor setting)."""
-    max_pixels: int | None = None
-    """Image area upper bound."""
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    """The vLLM engine (context length, dtype, pixel bounds); LoRA is switched on per base model
+    when one of its checkpoints is an adapter."""
 
 
 def checkpoint_base(path: str) -> tuple[str, str | None]:
@@ -65,15 +67,17 @@ def evaluate_checkpoints(checkpoints: dict[str, str], manifests: list[str], sett
         by_base[base].append((name, adapter))
     report: dict[str, Any] = {"mode": settings.mode, "checkpoints": {}}
     for base, members in by_base.items():
+        budget = _prompt_budget(base, settings.engine)
         worker = eval_engine(base, settings, any(adapter for _, adapter in members))
         try:
             for version, (name, adapter) in enumerate(members, start=1):
                 worker.use_adapter(version, adapter)
-                predictions, samples = _predict(worker, datasets, settings, taxonomy)
+                predictions, samples, skipped = _predict(worker, datasets, settings, taxonomy, budget)
                 report["checkpoints"][name] = {
                     "path": checkpoints[name],
                     "datasets": metrics_by_dataset(taxonomy, predictions),
                     "examples": samples,
+                    "skipped_prompts": skipped,
                 }
         finally:
             worker.shutdown()
@@ -83,34 +87,43 @@ def evaluate_checkpoints(checkpoints: dict[str, str], manifests: list[str], sett
 
 def eval_engine(base: str, settings: EvalSettings, lora: bool):
     from rollout.actor import RolloutWorker
-    from rollout.engine import EngineSettings
 
-    engine = EngineSettings(
-        max_model_len=settings.max_model_len,
-        enable_lora=lora,
-        min_pixels=settings.min_pixels,
-        max_pixels=settings.max_pixels,
-        seed=settings.seed,
-    )
-    return RolloutWorker("eval", base, engine)
+    return RolloutWorker("eval", base, dataclasses.replace(settings.engine, enable_lora=lora))
 
 
-def _predict(worker, datasets, settings: EvalSettings, taxonomy) -> tuple[list[Prediction], list[dict]]:
+def _prompt_budget(base: str, engine: EngineSettings):
+    from skinr1.pipeline.prompt_budget import PromptBudget
+
+    images = engine.images()
+    return PromptBudget(images.load_processor(base), images, engine.max_model_len)
+
+
+def fitting_requests(budget, records, questions, requests):
+    """The (records, questions, requests) whose prompts fit the context, and the skipped record ids."""
+    keep = [budget.fits(r.record_id, q.prompt, q.image) for r, q in zip(records, questions)]
+    chosen = [(r, q, rq) for r, q, rq, k in zip(records, questions, requests, keep) if k]
+    skipped = [r.record_id for r, k in zip(records, keep) if not k]
+    return [c[0] for c in chosen], [c[1] for c in chosen], [c[2] for c in chosen], skipped
+
+
+def _predict(worker, datasets, settings: EvalSettings, taxonomy, budget) -> tuple[list[Prediction], list[dict], dict]:
     from rollout.sampling import SamplingSettings
 
     tokenizer = worker.llm.get_tokenizer()
     greedy = SamplingSettings(group_size=1, temperature=0.0, max_tokens=settings.max_tokens)
     predictions: list[Prediction] = []
     examples: list[dict] = []
+    skipped: dict[str, list[str]] = {}
     for dataset, records in datasets.items():
         questions, requests = held_out_requests(tokenizer, records, settings.mode, taxonomy,
                                                 settings.include_system_prompt, settings.seed)
-        results = worker.generate(requests, greedy, seed=settings.seed)
+        records, questions, requests, skipped[dataset] = fitting_requests(budget, records, questions, requests)
+        results = worker.generate(requests, greedy, seed=settings.seed) if requests else []
         texts = [result.samples[0].text for result in results]
         predictions += score_answers(records, questions, texts, settings.mode, taxonomy, dataset)
         examples += [{"record_id": r.record_id, "label": r.node_id, "completion": t}
                      for r, t in zip(records, texts)][: max(0, 5 - len(examples))]
-    return predictions, examples
+    return predictions, examples, skipped
 
 
 def held_out_requests(tokenizer, records, mode: str, taxonomy, include_system_prompt: bool, seed: int):

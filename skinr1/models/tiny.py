@@ -11,6 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+QWEN25_VL_MIN_PIXELS = 56 * 56
+"""Qwen2.5-VL's released preprocessor_config.json: min_pixels 3136."""
+QWEN25_VL_MAX_PIXELS = 12845056
+"""... and max_pixels 12845056 (= 16384 image tokens of 28x28 pixels)."""
+
+
 @dataclass
 class TinyModelSpec:
     """Sizes of the tiny policy. Defaults give ~1M parameters that forward in well under 0.1 s."""
@@ -47,6 +53,14 @@ class TinyModelSpec:
     distributions."""
     seed: int = 0
     """Seed for the random weights."""
+
+    @classmethod
+    def with_real_pixels(cls, **sizes) -> "TinyModelSpec":
+        """The tiny model with Qwen2.5-VL's released processor bounds instead of the demo's 112x112:
+        images of real sizes then expand into as many tokens as they would for the 3B/7B models,
+        which is what the run's model.min_pixels/max_pixels must control (the default 112x112 pin
+        hides a missing bound)."""
+        return cls(min_pixels=QWEN25_VL_MIN_PIXELS, max_pixels=QWEN25_VL_MAX_PIXELS, **sizes)
 
 
 def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None) -> Path:

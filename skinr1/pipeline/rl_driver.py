@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from learner.grpo_config import GRPOConfig
 from rollout.sampling import RolloutRequest, RolloutResult
 from skinr1.pipeline import rl_checkpoint
 from skinr1.pipeline.rl_batch import Group, completion_tokens, split_constant, stream_indices, train_samples
@@ -47,12 +46,15 @@ class Prefetch:
 
 
 class GRPODriver:
-    def __init__(self, rl: GRPOConfig, reward_config, policy_base: str, manifest: str, rl_dir: Path,
+    def __init__(self, runtime, reward_config, policy_base: str, manifest: str, rl_dir: Path,
                  seed: int = 0, include_system_prompt: bool = True, validation_manifest: str | None = None):
+        """`runtime`: the stage's derived settings (`skinr1.config.derive.rl_settings`): the rl section,
+        the learner's `PolicySettings` and the rollout engines' `EngineSettings`."""
         from skinr1.data.records import read_jsonl
         from skinr1.taxonomy import default_taxonomy
 
-        self.rl, self.reward_config, self.policy_base = rl, reward_config, policy_base
+        rl = runtime.rl
+        self.runtime, self.rl, self.reward_config, self.policy_base = runtime, rl, reward_config, policy_base
         self.rl_dir, self.seed, self.include_system_prompt = Path(rl_dir), seed, include_system_prompt
         if rl.mode != reward_config.mode:
             raise ValueError(f"rl.mode {rl.mode!r} differs from reward.mode {reward_config.mode!r}")
@@ -87,18 +89,18 @@ class GRPODriver:
         from learner.group import LearnerGroup
         from learner.weight_sync import make_sync
         from rewards.actor import RewardPool
-        from rollout.engine import EngineSettings
         from rollout.pool import RolloutPool
-        from rollout.weight_update import EXTENSION
         from skinr1 import placement
-        from skinr1.models.loading import load_processor
         from skinr1.pipeline import scaling
+        from skinr1.pipeline.prompt_budget import PromptBudget
 
-        rl = self.rl
-        self.tokenizer = load_processor(self.policy_base).tokenizer
+        rl, runtime = self.rl, self.runtime
+        processor = runtime.policy.load_processor(self.policy_base)
+        self.tokenizer = processor.tokenizer
+        self.budget = PromptBudget(processor, runtime.policy, runtime.max_model_len)
         started = time.perf_counter()
         # All-or-nothing per role: a job that cannot place its learners says so instead of hanging.
-        learner_gpus = 1 if rl.learner.use_gpu else 0
+        learner_gpus = rl.learner.gpus_per_rank if rl.learner.use_gpu else 0
         for role, bundles in (
             ("learners", placement.uniform_bundles(rl.learner.num_ranks, rl.learner.cpus_per_rank, learner_gpus,
                                                    rl.learner.custom_resources)),
@@ -109,22 +111,18 @@ class GRPODriver:
                 raise RuntimeError(f"the cluster has no room for the {role}: {bundles} (see `ray status`)")
         self.rewards = RewardPool(rl.num_reward_actors, self.reward_config, num_cpus_per_actor=REWARD_CPUS,
                                   placement_group=self.groups["rewards"])
-        # Engines serve LoRA adapters, or (full fine-tuning, lora_sync=merged) take full weights.
-        adapters = not rl.syncs_full_weights
-        engine = EngineSettings(
-            max_model_len=rl.rollout.max_model_len,
-            gpu_memory_utilization=rl.rollout.gpu_memory_utilization,
-            enforce_eager=rl.rollout.enforce_eager,
-            tensor_parallel_size=rl.rollout.tensor_parallel_size,
-            enable_lora=adapters,
-            max_lora_rank=rl.learner.lora.rank,
-            seed=self.seed,
-            worker_extension_cls=None if adapters else EXTENSION,
-        )
-        self.pool = RolloutPool(self.policy_base, engine, rl.rollout.num_workers, rl.rollout.resources,
+        self.pool = RolloutPool(self.policy_base, runtime.engine, rl.rollout.num_workers, rl.rollout.resources,
                                 placement_timeout_s=rl.rollout.placement_timeout_s,
                                 startup_timeout_s=rl.rollout.startup_timeout_s)
-        self.learners = LearnerGroup(self.policy_base, rl, self.seed, placement_group=self.groups["learners"])
+        self.learners = LearnerGroup(self.policy_base, rl, self.seed, placement_group=self.groups["learners"],
+                                     policy=runtime.policy)
+        if self.validation:
+            from skinr1.eval.runner import fitting_requests, held_out_requests
+
+            questions, requests = held_out_requests(self.tokenizer, self.validation, rl.mode, self.taxonomy,
+                                                    self.include_system_prompt, self.seed)
+            self.validation = fitting_requests(self.budget, self.validation, questions, requests)[0]
+        adapters = runtime.engine.enable_lora
         self.sync = make_sync(rl.sync_backend, self.learners, self.pool, adapters, run_key=str(self.rl_dir.resolve()),
                               bucket_bytes=int(rl.sync_bucket_mb * 1024 * 1024))
         self.job_id = scaling.current_job_id()
@@ -148,10 +146,19 @@ class GRPODriver:
 
     # ----------------------------------------------------------------- one step
     def _next_requests(self, count: int) -> list[RolloutRequest]:
-        requests = []
-        for index in stream_indices(len(self.records), self.seed, self.cursor, count):
-            requests.append(self._request(self.records[index], f"{self.cursor}:{self.records[index].record_id}"))
+        """The next `count` requests of the stream; a record whose prompt cannot fit the engines'
+        context is skipped (counted in `skipped_prompts`, named in the log), not sent to vLLM."""
+        requests, misses = [], 0
+        while len(requests) < count:
+            record = self.records[stream_indices(len(self.records), self.seed, self.cursor, 1)[0]]
+            request = self._request(record, f"{self.cursor}:{record.record_id}")
             self.cursor += 1
+            if self.budget.fits(record.record_id, request.prompt, request.image):
+                requests.append(request)
+                misses = 0
+            elif (misses := misses + 1) >= len(self.records):
+                raise ValueError(f"no record of the RL manifest fits max_model_len {self.runtime.max_model_len} "
+                                 f"(skipped: {len(self.budget.skipped)}); lower model.max_pixels or raise rl.rollout.max_model_len")
         return requests
 
     def _request(self, record, prompt_id: str) -> RolloutRequest:
@@ -171,6 +178,7 @@ class GRPODriver:
         # Its own shuffle (seed + 1) of the manifest, fixed for the whole run.
         requests = [self._request(self.records[i], f"probe:{self.records[i].record_id}")
                     for i in stream_indices(len(self.records), self.seed + 1, 0, count)]
+        requests = [r for r in requests if self.budget.fits(r.metadata["record_id"], r.prompt, r.image)]
         results = self.pool.generate(requests, self.rl.sampling, seed=PROBE_SEED)
         _, scored = self._score(results, requests)
         summary = _reward_summary(scored, self.taxonomy)
@@ -306,7 +314,7 @@ class GRPODriver:
             self.skipped_steps += 1
             log.warning("step %d: all %d groups had equal rewards; no update (%d such steps so far)",
                         self.step + 1, dropped, self.skipped_steps)
-        metrics.update(trained=bool(kept), skipped_steps=self.skipped_steps)
+        metrics.update(trained=bool(kept), skipped_steps=self.skipped_steps, skipped_prompts=len(self.budget.skipped))
         self.step += 1
         timings["step_s"] = time.perf_counter() - step_started
         metrics.update(timings)
@@ -357,7 +365,7 @@ class GRPODriver:
         self.learners.save(str(staging))
         state = {"step": self.step, "cursor": self.data_cursor, "version": self.version, "seed": self.seed,
                  "rng": rl_checkpoint.rng_state(), "reward_curve": self.curve, "policy_base": self.policy_base,
-                 "skipped_steps": self.skipped_steps}
+                 "skipped_steps": self.skipped_steps, "model_settings": self.runtime.policy.to_dict()}
         return rl_checkpoint.commit_checkpoint(staging, self.rl_dir, self.step, state, self.rl.keep_checkpoints)
 
     def shutdown(self) -> None:
@@ -400,5 +408,6 @@ def write_final_policy(checkpoint: Path, rl_dir: Path) -> Path:
     with atomic_directory(final) as staging:
         shutil.copytree(checkpoint / "policy", staging, dirs_exist_ok=True)
         state = rl_checkpoint.read_state(checkpoint)
-        (staging / "skinr1_policy.json").write_text(json.dumps({"rl_steps": state["step"], "base_model": state["policy_base"]}, indent=2))
+        meta = {"rl_steps": state["step"], "base_model": state["policy_base"], "model_settings": state.get("model_settings")}
+        (staging / "skinr1_policy.json").write_text(json.dumps(meta, indent=2))
     return final

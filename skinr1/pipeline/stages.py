@@ -132,10 +132,13 @@ def trajectories_stage(config: SkinR1Config, data_dir: Path, fresh: bool = False
 def sft_stage(config: SkinR1Config, base_model: str, sft_data: Path, fresh: bool = False) -> Path:
     """The SFT warm start; returns the final policy directory (adapter or full weights)."""
     from learner.sft import run_sft
+    from skinr1.config.derive import sft_settings
 
     directory = config.sft_dir
-    settings = {"sft": config.sft, "base_model": base_model, "data": artifact_identity(sft_data)}
-    run_stage("sft", directory, settings, lambda: {"final": str(run_sft(base_model, str(sft_data), directory, config.sft))}, fresh)
+    runtime = sft_settings(config)
+    settings = {"sft": runtime.sft, "policy": runtime.policy, "base_model": base_model, "data": artifact_identity(sft_data)}
+    run_stage("sft", directory, settings,
+              lambda: {"final": str(run_sft(base_model, str(sft_data), directory, runtime.sft, runtime.policy))}, fresh)
     _print_summary(directory / "metrics.jsonl", sft_summary)
     return directory / "final"
 
@@ -156,14 +159,17 @@ def rl_policy_base(config: SkinR1Config, base_model: str, sft_policy: Path | Non
     """The weights GRPO starts from: the SFT adapter merged into the base (so that "adapters
     disabled" is the SFT policy, the KL reference), SFT full weights, or the bare base model."""
     from learner.export import is_adapter, merge_adapter
+    from skinr1.config.derive import policy_settings
 
     if not config.rl.init_from_sft or sft_policy is None:
         return base_model
     if not is_adapter(sft_policy):
         return str(sft_policy)
     merged = config.rl_dir / "policy_base"
-    settings = {"sft": str(sft_policy), "base": base_model}
-    run_stage("merge sft", merged, settings, lambda: {"path": str(merge_adapter(sft_policy, merged / "model", base=base_model))})
+    policy = policy_settings(config)  # merged in the model's dtype; the processor keeps the bounds
+    settings = {"sft": str(sft_policy), "base": base_model, "policy": policy}
+    run_stage("merge sft", merged, settings,
+              lambda: {"path": str(merge_adapter(sft_policy, merged / "model", base=base_model, policy=policy))})
     return str(merged / "model")
 
 
@@ -187,18 +193,20 @@ def rl_training_identity(rl) -> dict[str, Any]:
 
 def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, data_dir: Path, fresh: bool = False) -> Path:
     """Hierarchical GRPO; resumes from the run's last checkpoint; returns the final policy dir."""
+    from skinr1.config.derive import rl_settings
     from skinr1.metrics import MetricsLogger
     from skinr1.pipeline.rl_checkpoint import latest_checkpoint
     from skinr1.pipeline.rl_driver import GRPODriver, write_final_policy
 
     rl_dir = config.rl_dir
-    marker = {"rl": rl_training_identity(config.rl), "reward": config.reward, "data": str(data_dir),
+    runtime = rl_settings(config)
+    marker = {"rl": rl_training_identity(config.rl), "policy": runtime.policy, "reward": config.reward, "data": str(data_dir),
               "sft": artifact_identity(sft_policy) if sft_policy is not None else None}
 
     def work() -> dict:
         policy_base = rl_policy_base(config, base_model, sft_policy)
         validation = data_dir / config.data.valid if config.data.valid else None
-        driver = GRPODriver(config.rl, config.reward, policy_base, str(data_dir / config.data.sparse), rl_dir,
+        driver = GRPODriver(runtime, config.reward, policy_base, str(data_dir / config.data.sparse), rl_dir,
                             seed=config.seed, include_system_prompt=config.trajectories.include_system_prompt,
                             validation_manifest=str(validation) if validation else None)
         try:
@@ -222,12 +230,12 @@ def eval_stage(config: SkinR1Config, checkpoints: dict[str, str], data_dir: Path
 
     `directory` defaults to <run_dir>/eval; `pairs` are the (from, to) checkpoints whose paired
     differences the report gives (default: each checkpoint against the one before it)."""
+    from skinr1.config.derive import eval_settings
     from skinr1.eval.report import compare_checkpoints, write_report
-    from skinr1.eval.runner import EvalSettings, evaluate_checkpoints
+    from skinr1.eval.runner import evaluate_checkpoints
 
     directory = directory or config.run_path / "eval"
-    settings = EvalSettings(mode=config.reward.mode, max_tokens=config.rl.sampling.max_tokens,
-                            include_system_prompt=config.trajectories.include_system_prompt, seed=config.seed)
+    settings = eval_settings(config)
     manifests = [str(data_dir / name) for name in config.data.test]
     marker = {"settings": settings, "manifests": manifests, "pairs": pairs,
               "checkpoints": {name: artifact_identity(path) for name, path in checkpoints.items()}}

@@ -47,7 +47,7 @@ def resolve_policy(checkpoint: str | Path, name: str = "") -> ServedPolicy:
         resolve_model_source(path)  # a clear error for a directory that is not a model at all
     base, adapter = checkpoint_base(str(path) if path.is_dir() else text)
     base = resolve_model_source(base)
-    metadata = _read_metadata(path) if path.is_dir() else {}
+    metadata = read_metadata(path) if path.is_dir() else {}
     rank = 0
     if adapter is not None:
         _require_safetensors(Path(adapter), ADAPTER_WEIGHTS)
@@ -64,7 +64,8 @@ def resolve_policy(checkpoint: str | Path, name: str = "") -> ServedPolicy:
     )
 
 
-def _read_metadata(directory: Path) -> dict[str, Any]:
+def read_metadata(directory: Path) -> dict[str, Any]:
+    """A checkpoint directory's skinr1_policy.json ({} when absent)."""
     meta_path = directory / POLICY_META
     if not meta_path.is_file():
         return {}

@@ -36,7 +36,12 @@ class Generation:
 
 
 def serving_engine_settings(policy: ServedPolicy, settings: EngineSettings) -> EngineSettings:
-    """The configured engine settings, with LoRA switched on exactly when the policy is an adapter."""
+    """The configured engine settings, with LoRA switched on exactly when the policy is an adapter,
+    and the dtype and pixel bounds the policy was trained with (its skinr1_policy.json) where the
+    configuration leaves them open: a served policy sees images as its training did."""
+    from skinr1.config.derive import recorded_engine_settings
+
+    settings = recorded_engine_settings(settings, policy.metadata)
     if policy.adapter is not None and policy.adapter_rank > settings.max_lora_rank:
         raise ValueError(
             f"the adapter has rank {policy.adapter_rank} but engine.max_lora_rank is {settings.max_lora_rank}; "
