@@ -47,11 +47,11 @@ class LearnerGroup:
         address, port = ray.get(self.ranks[0].rendezvous.remote())
         ray.get([r.setup.remote(address, port) for r in self.ranks])  # surfaces start-up errors here
 
-    def train_step(self, samples: list[TrainSample], step_tokens: float) -> dict[str, float]:
+    def train_step(self, samples: list[TrainSample], step_size: float) -> dict[str, float]:
         import ray
 
         shares = split_for_ranks(samples, len(self.ranks))
-        reports = ray.get([r.train_step.remote(share, step_tokens) for r, share in zip(self.ranks, shares)])
+        reports = ray.get([r.train_step.remote(share, step_size) for r, share in zip(self.ranks, shares)])
         # Loss parts are already shares of the step's token mean: sum them over ranks.
         summed = {k: sum(r[k] for r in reports) for k in ("loss", "policy", "kl", "clipped", "ratio_gap", "entropy")}
         return {**summed, "lr": reports[0]["lr"], "learner_s": max(r["seconds"] for r in reports)}

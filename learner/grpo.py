@@ -7,10 +7,13 @@ are [batch, tokens] with a 0/1 `mask` marking completion tokens.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 ADVANTAGE_SCALINGS = ("std", "none")
+AGGREGATIONS = ("token_mean", "sequence_mean")
 KL_CLAMP = 10.0
 """Bound on a token's KL estimate. k3 grows as p_ref / p: one token the policy has made e^15 times
 less likely than the reference would add a 3e6 loss and dominate the whole update (verl and
@@ -23,12 +26,16 @@ def group_advantages(
     scaling: str = "std",
     std_floor: float = 1e-2,
     equal_tolerance: float = 1e-6,
+    unbiased_std: bool = False,
+    std_epsilon: float = 0.0,
 ) -> torch.Tensor:
     """Reward minus its group's mean, divided by the group's std (GRPO) or not at all (Dr.GRPO).
 
-    A group whose rewards are all equal (within `equal_tolerance`) gets exactly zero advantage: float
+    The divisor is max(std, `std_floor`) + `std_epsilon`, with the population std or, with
+    `unbiased_std`, the sample std (the paper's code: (r - mean) / (unbiased std + 1e-4)). A group
+    whose rewards are all equal (within `equal_tolerance`) gets exactly zero advantage: float
     rounding would otherwise leave ~1e-8 residues that a near-zero std inflates a thousandfold. The
-    std is floored at `std_floor` for the same reason on nearly-constant groups.
+    floor guards nearly-constant groups for the same reason.
     """
     if scaling not in ADVANTAGE_SCALINGS:
         raise ValueError(f"scaling must be one of {ADVANTAGE_SCALINGS}, got {scaling!r}")
@@ -37,8 +44,8 @@ def group_advantages(
     grouped = rewards.to(torch.float64).view(-1, group_size)
     centred = grouped - grouped.mean(dim=1, keepdim=True)
     if scaling == "std":
-        std = grouped.std(dim=1, unbiased=False, keepdim=True) if group_size > 1 else torch.zeros_like(grouped[:, :1])
-        centred = centred / std.clamp_min(std_floor)
+        std = grouped.std(dim=1, unbiased=unbiased_std, keepdim=True) if group_size > 1 else torch.zeros_like(grouped[:, :1])
+        centred = centred / (std.clamp_min(std_floor) + std_epsilon)
     constant = (grouped.max(dim=1, keepdim=True).values - grouped.min(dim=1, keepdim=True).values) <= equal_tolerance
     centred = torch.where(constant, torch.zeros_like(centred), centred)
     return centred.view(-1).to(rewards.dtype if rewards.is_floating_point() else torch.float32)
@@ -139,6 +146,32 @@ def token_mean_over_step(token_losses: torch.Tensor, mask: torch.Tensor, step_to
     if step_token_count <= 0:
         raise ValueError("the step has no completion tokens")
     return token_sum(token_losses, mask) / step_token_count
+
+
+def step_denominator(completion_lengths: Sequence[int], weights: Sequence[float], aggregation: str) -> float:
+    """What a step's loss is averaged over, across all its micro-batches and ranks: the weighted
+    completion tokens ("token_mean", DAPO's aggregation: long answers weigh by their length) or the
+    weighted sequences ("sequence_mean": each answer's token mean counts once, the paper's code).
+    Padding samples have weight 0 and count for nothing."""
+    if aggregation == "token_mean":
+        return float(sum(n * w for n, w in zip(completion_lengths, weights)))
+    if aggregation == "sequence_mean":
+        return float(sum(w for n, w in zip(completion_lengths, weights) if n > 0))
+    raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+
+
+def mean_over_step(token_losses: torch.Tensor, mask: torch.Tensor, denominator: float, aggregation: str) -> torch.Tensor:
+    """This micro-batch's share of the step's loss (see `step_denominator`); summing the shares of
+    every micro-batch and rank gives the step's token or sequence mean, however it is split."""
+    if aggregation == "token_mean":
+        return token_mean_over_step(token_losses, mask, denominator)
+    if aggregation != "sequence_mean":
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if denominator <= 0:
+        raise ValueError("the step has no completions")
+    # The mask holds each sample's weight on its completion tokens: weight x the row's token mean.
+    tokens = (mask > 0).sum(dim=1).clamp_min(1)
+    return ((token_losses * mask).sum(dim=1) / tokens).sum() / denominator
 
 
 def sequence_logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

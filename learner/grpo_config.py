@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from learner.grpo import ADVANTAGE_SCALINGS, KL_ESTIMATORS
+from learner.grpo import ADVANTAGE_SCALINGS, AGGREGATIONS, KL_ESTIMATORS
 from learner.lora import LoraSettings
 from learner.optim import DeepSpeedSettings
 from rollout.pool import ActorResources
@@ -100,6 +100,14 @@ class LossConfig:
     """"std" (GRPO: divide by the group's std) or "none" (Dr.GRPO)."""
     std_floor: float = 1e-2
     """Lower bound on the group std, so nearly-constant groups do not explode."""
+    std_unbiased: bool = False
+    """Divide by the sample (n - 1) std instead of the population std (the paper's code: true)."""
+    std_epsilon: float = 0.0
+    """Added to the (floored) group std (the paper's code: 1e-4)."""
+    aggregation: str = "token_mean"
+    """How token losses make the step's loss: "token_mean" (every completion token of the step
+    weighs the same: long answers count by their length, DAPO) or "sequence_mean" (each answer's
+    token mean, then the mean over answers: the paper's code)."""
     clip_low: float = 0.2
     """Lower clip range of the probability ratio."""
     clip_high: float = 0.28
@@ -120,6 +128,10 @@ class LossConfig:
             raise ValueError(f"loss.advantage_scaling must be one of {ADVANTAGE_SCALINGS}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"loss.kl_estimator must be one of {KL_ESTIMATORS}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"loss.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+        if not self.std_epsilon >= 0:
+            raise ValueError(f"loss.std_epsilon must be >= 0, got {self.std_epsilon}")
         if self.clip_low < 0 or self.clip_high < 0 or self.kl_beta < 0 or self.std_floor <= 0:
             raise ValueError("clip ranges and kl_beta must be >= 0, std_floor > 0")
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from learner.grpo import grpo_token_losses, token_mean_over_step
+from learner.grpo import grpo_token_losses, mean_over_step
 from learner.devices import module_device, require_accelerator, to_device
 from learner.grpo_config import GRPOConfig
 from learner.policy_batch import TrainSample, encode_batch, token_logprobs, token_logprobs_and_entropy
@@ -104,11 +104,12 @@ class LearnerRank:
         return to_device(encode_batch(self.processor, samples, self.policy), self.engine.device)
 
     # ----------------------------------------------------------------- training
-    def train_step(self, samples: list[TrainSample], step_tokens: float) -> dict[str, float]:
+    def train_step(self, samples: list[TrainSample], step_size: float) -> dict[str, float]:
         """One rollout batch on this rank: `updates_per_step` optimizer updates.
 
-        `step_tokens` is the completion-token count of the whole step over all ranks, so the loss
-        is the token mean over the step ("token-mean" aggregation), however it is split.
+        `step_size` is what the whole step's loss is averaged over, across all ranks: its completion
+        tokens or its sequences (loss.aggregation; learner.grpo.step_denominator), so the loss is the
+        step's token or sequence mean however it is split.
         With one update per step the weights that score the "old" log-probs are the weights being
         trained, so the training forward's own (detached) log-probs serve as old ones: the ratio is
         exactly 1 and a separate scoring pass would only cost time. More updates score first.
@@ -143,16 +144,16 @@ class LearnerRank:
                     loss_cfg.kl_estimator, loss_cfg.tis_cap,
                 )
                 mask = batch["mask"]
-                loss = token_mean_over_step(parts["total"], mask, step_tokens)
+                loss = mean_over_step(parts["total"], mask, step_size, loss_cfg.aggregation)
                 self.engine.micro_step(loss * scale)
                 with torch.no_grad():
                     sums["loss"] += float(loss)
                     for name in ("policy", "kl", "clipped"):
                         if name in parts:
-                            sums[name] += float(token_mean_over_step(parts[name], mask, step_tokens))
+                            sums[name] += float(mean_over_step(parts[name], mask, step_size, loss_cfg.aggregation))
                     gap = (old_logprobs - batch["rollout_logprobs"]).abs()
-                    sums["ratio_gap"] += float(token_mean_over_step(gap, mask, step_tokens))
-                    sums["entropy"] += float(token_mean_over_step(entropy, mask, step_tokens))
+                    sums["ratio_gap"] += float(mean_over_step(gap, mask, step_size, loss_cfg.aggregation))
+                    sums["entropy"] += float(mean_over_step(entropy, mask, step_size, loss_cfg.aggregation))
         return {**sums, "lr": self.engine.learning_rate, "seconds": time.perf_counter() - started}
 
     def policy_logprobs(self, samples: list[TrainSample]) -> list[list[float]]:

@@ -136,7 +136,7 @@ def run_grpo_steps(model: str, image: str, policy, device: str, steps: int = 2) 
         samples = [TrainSample(prompt, image, good, rollout[0], 1.0), TrainSample(prompt, image, bad, rollout[1], -1.0)]
         inputs = _Inputs(rank.engine.module)
         try:
-            reports = [rank.train_step(samples, step_tokens=len(good) + len(bad)) for _ in range(steps)]
+            reports = [rank.train_step(samples, step_size=len(good) + len(bad)) for _ in range(steps)]
         finally:
             inputs.close()
         after = [sum(row) for row in rank.policy_logprobs(probe)]

@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from learner.grpo import (
+    mean_over_step,
+    step_denominator,
     KL_CLAMP,
     KL_ESTIMATORS,
     clipped_policy_loss,
@@ -157,3 +159,20 @@ def test_logprobs_from_logits_with_temperature():
     out = sequence_logprobs_from_logits(logits, targets, temperature=2.0)
     assert torch.allclose(out[0, 0], torch.log_softmax(torch.tensor([1.0, 0.0]), 0)[0])
     assert torch.allclose(out[0, 1], torch.tensor(math.log(0.5)))
+
+
+def test_sequence_mean_weighs_each_answer_once_and_token_mean_each_token():
+    # Two answers: 1 token of loss 4 and 3 tokens of loss 1; a padding row of weight 0.
+    losses = torch.tensor([[4.0, 0.0, 0.0], [1.0, 1.0, 1.0], [9.0, 9.0, 9.0]])
+    mask = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    lengths, weights = [1, 3, 3], [1.0, 1.0, 0.0]
+    tokens = step_denominator(lengths, weights, "token_mean")
+    sequences = step_denominator(lengths, weights, "sequence_mean")
+    assert (tokens, sequences) == (4.0, 2.0)
+    assert float(mean_over_step(losses, mask, tokens, "token_mean")) == pytest.approx(7 / 4)
+    assert float(mean_over_step(losses, mask, sequences, "sequence_mean")) == pytest.approx((4 + 1) / 2)
+    # Split over two micro-batches, the shares add up to the same step mean.
+    halves = [mean_over_step(losses[i : i + 2], mask[i : i + 2], sequences, "sequence_mean") for i in (0, 2)]
+    assert float(sum(halves)) == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="aggregation"):
+        step_denominator(lengths, weights, "mean")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 import pytest
 import torch
 from PIL import Image
@@ -13,12 +16,43 @@ from rollout.sampling import SamplingSettings
 pytestmark = pytest.mark.timeout(600)
 
 
-def test_update_raises_rewarded_completion_and_lowers_penalised_one(tiny_model_dir, tmp_path):
+@dataclass
+class Scene:
+    """A started learner rank and one image with a rewarded and a penalised answer."""
+
+    rank: object
+    prompt: str
+    image: str
+    good: list[int]
+    bad: list[int]
+
+    def samples(self, good_advantage: float = 1.0, bad_advantage: float = -1.0) -> list[TrainSample]:
+        return [TrainSample(self.prompt, self.image, ids, [0.0] * len(ids), advantage)
+                for ids, advantage in ((self.good, good_advantage), (self.bad, bad_advantage))]
+
+
+@contextmanager
+def learner_scene(model_dir, tmp_path, config: GRPOConfig):
     from learner.group import free_port
     from learner.rank import LearnerRank
 
     image = tmp_path / "lesion.png"
     Image.new("RGB", (64, 64), (25, 25, 80)).save(image)
+    rank = LearnerRank(0, 1, str(model_dir), config, seed=0)
+    rank.setup("127.0.0.1", free_port())
+    try:
+        tokenizer = rank.processor.tokenizer
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is the diagnosis?"}]}],
+            add_generation_prompt=True, tokenize=False,
+        )
+        yield Scene(rank, prompt, str(image), tokenizer.encode("<final diagnosis>melanoma (malignant)</final diagnosis>"),
+                    tokenizer.encode("<final diagnosis>psoriasis (non-neoplastic)</final diagnosis>"))
+    finally:
+        rank.shutdown()
+
+
+def test_update_raises_rewarded_completion_and_lowers_penalised_one(tiny_model_dir, tmp_path):
     config = GRPOConfig(
         steps=10, prompts_per_step=1, mode="open",
         sampling=SamplingSettings(group_size=2, temperature=1.0, max_tokens=32),
@@ -27,34 +61,22 @@ def test_update_raises_rewarded_completion_and_lowers_penalised_one(tiny_model_d
         # step and the log-probs swing by tens of nats either way.
         learner=LearnerConfig(num_ranks=1, micro_batch_size=2, learning_rate=1e-3),
     )
-    rank = LearnerRank(0, 1, str(tiny_model_dir), config, seed=0)
-    rank.setup("127.0.0.1", free_port())
-    try:
-        tokenizer = rank.processor.tokenizer
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is the diagnosis?"}]}],
-            add_generation_prompt=True, tokenize=False,
-        )
-        good = tokenizer.encode("<final diagnosis>melanoma (malignant)</final diagnosis>")
-        bad = tokenizer.encode("<final diagnosis>psoriasis (non-neoplastic)</final diagnosis>")
+    with learner_scene(tiny_model_dir, tmp_path, config) as scene:
+        rank = scene.rank
 
         def sequence_logprobs() -> list[float]:
-            samples = [TrainSample(prompt, str(image), ids, [0.0] * len(ids), 0.0) for ids in (good, bad)]
-            encoded = encode_batch(rank.processor, samples)
+            encoded = encode_batch(rank.processor, scene.samples(0.0, 0.0))
             with torch.no_grad():
                 values = token_logprobs(rank.engine, encoded, temperature=1.0)
             return (values * (encoded["mask"] > 0)).sum(dim=1).tolist()
 
         before = sequence_logprobs()
-        samples = [TrainSample(prompt, str(image), good, [0.0] * len(good), 1.0),
-                   TrainSample(prompt, str(image), bad, [0.0] * len(bad), -1.0)]
         forwards = []
         hook = rank.engine.module.register_forward_hook(lambda *_: forwards.append(1))
-        reports = [rank.train_step(samples, step_tokens=len(good) + len(bad)) for _ in range(3)]
+        step_size = len(scene.good) + len(scene.bad)
+        reports = [rank.train_step(scene.samples(), step_size=step_size) for _ in range(3)]
         hook.remove()
         after = sequence_logprobs()
-    finally:
-        rank.shutdown()
     assert after[0] > before[0] + 1.0, (before, after)  # the rewarded answer became more likely
     assert after[1] < before[1] - 1.0, (before, after)  # the penalised one less likely
     # One update per step: the training forward's own log-probs are the old ones, so each step
@@ -64,35 +86,17 @@ def test_update_raises_rewarded_completion_and_lowers_penalised_one(tiny_model_d
 
 
 def test_several_updates_per_step_score_old_logprobs_and_clip(tiny_model_dir, tmp_path):
-    from learner.group import free_port
-    from learner.rank import LearnerRank
-
-    image = tmp_path / "lesion.png"
-    Image.new("RGB", (64, 64), (25, 25, 80)).save(image)
     config = GRPOConfig(
         steps=10, prompts_per_step=2, mode="open",
         sampling=SamplingSettings(group_size=2, temperature=1.0, max_tokens=32),
         loss=LossConfig(kl_beta=0.0, tis_cap=0.0, clip_low=0.05, clip_high=0.05),
         learner=LearnerConfig(num_ranks=1, micro_batch_size=2, learning_rate=5e-2, updates_per_step=2),
     )
-    rank = LearnerRank(0, 1, str(tiny_model_dir), config, seed=0)
-    rank.setup("127.0.0.1", free_port())
-    try:
-        tokenizer = rank.processor.tokenizer
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is the diagnosis?"}]}],
-            add_generation_prompt=True, tokenize=False,
-        )
-        good = tokenizer.encode("<final diagnosis>melanoma (malignant)</final diagnosis>")
-        bad = tokenizer.encode("<final diagnosis>psoriasis (non-neoplastic)</final diagnosis>")
-        samples = [TrainSample(prompt, str(image), ids, [0.0] * len(ids), advantage)
-                   for ids, advantage in ((good, 1.0), (bad, -1.0))] * 2
+    with learner_scene(tiny_model_dir, tmp_path, config) as scene:
         forwards = []
-        hook = rank.engine.module.register_forward_hook(lambda *_: forwards.append(1))
-        report = rank.train_step(samples, step_tokens=2 * (len(good) + len(bad)))
+        hook = scene.rank.engine.module.register_forward_hook(lambda *_: forwards.append(1))
+        report = scene.rank.train_step(scene.samples() * 2, step_size=2 * (len(scene.good) + len(scene.bad)))
         hook.remove()
-    finally:
-        rank.shutdown()
     # Two micro-batches: scored once before the updates, then trained once each.
     assert len(forwards) == 4, len(forwards)
     # The second update sees weights the first one moved (lr 5e-2): its ratio leaves [0.95, 1.05].
@@ -106,31 +110,17 @@ def test_full_fine_tuning_reference_scores_where_it_was_put(tiny_model_dir, tmp_
     import math
 
     from learner.devices import module_device
-    from learner.group import free_port
     from learner.lora import LoraSettings
-    from learner.rank import LearnerRank
 
-    image = tmp_path / "lesion.png"
-    Image.new("RGB", (64, 64), (25, 25, 80)).save(image)
     config = GRPOConfig(
         steps=10, prompts_per_step=1, mode="open", sampling=SamplingSettings(group_size=2, temperature=1.0, max_tokens=32),
         loss=LossConfig(kl_beta=0.04, tis_cap=0.0),
         learner=LearnerConfig(num_ranks=1, micro_batch_size=2, learning_rate=1e-3, offload_reference=offload,
                               lora=LoraSettings(enabled=False)),
     )
-    rank = LearnerRank(0, 1, str(tiny_model_dir), config, seed=0)
-    rank.setup("127.0.0.1", free_port())
-    try:
-        expected = "cpu" if offload else rank.engine.device.type
-        assert module_device(rank.reference).type == expected
-        tokenizer = rank.processor.tokenizer
-        prompt = tokenizer.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is the diagnosis?"}]}],
-            add_generation_prompt=True, tokenize=False)
-        good = tokenizer.encode("<final diagnosis>melanoma (malignant)</final diagnosis>")
-        bad = tokenizer.encode("<final diagnosis>psoriasis (non-neoplastic)</final diagnosis>")
-        samples = [TrainSample(prompt, str(image), ids, [0.0] * len(ids), a) for ids, a in ((good, 1.0), (bad, -1.0))]
-        reports = [rank.train_step(samples, step_tokens=len(good) + len(bad)) for _ in range(2)]
-    finally:
-        rank.shutdown()
+    with learner_scene(tiny_model_dir, tmp_path, config) as scene:
+        expected = "cpu" if offload else scene.rank.engine.device.type
+        assert module_device(scene.rank.reference).type == expected
+        step_size = len(scene.good) + len(scene.bad)
+        reports = [scene.rank.train_step(scene.samples(), step_size=step_size) for _ in range(2)]
     assert all(math.isfinite(r["kl"]) for r in reports) and reports[1]["kl"] > 0, reports

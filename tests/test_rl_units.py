@@ -10,7 +10,7 @@ import torch
 from learner.weight_sync import bucket_named_tensors, weight_group
 from rollout.pool import split_evenly
 from skinr1.pipeline import rl_checkpoint
-from skinr1.pipeline.rl_batch import Group, completion_tokens, split_constant, stream_indices, train_samples
+from skinr1.pipeline.rl_batch import Group, split_constant, step_size, stream_indices, train_samples
 
 
 def group(name, rewards, length=3):
@@ -36,7 +36,8 @@ def test_train_samples_carry_advantages_and_pad_with_zero_weight():
     assert len(samples) == 6
     assert [s.advantage for s in samples[:2]] == pytest.approx([1.0, -1.0])
     assert all(s.weight == 0.0 and s.advantage == 0.0 for s in samples[2:])
-    assert completion_tokens(samples) == 8  # padding contributes no tokens
+    assert step_size(samples, "token_mean") == 8  # padding contributes no tokens
+    assert step_size(samples, "sequence_mean") == 2  # ... and no sequences
     with pytest.raises(ValueError):
         train_samples([], 2, 1, "std", 0.01)
 
@@ -151,3 +152,10 @@ def test_grpo_refuses_truncated_sampling_and_bad_error_limits():
         GRPOConfig(sampling=SamplingSettings(top_p=0.9))
     with pytest.raises(ValueError, match="max_reward_error_rate"):
         GRPOConfig(max_reward_error_rate=1.5)
+
+
+def test_paper_advantages_divide_by_the_unbiased_std_plus_epsilon():
+    samples = train_samples([group("a", [2.0, 0.0, 1.0, 1.0])], group_size=4, target_groups=1, scaling="std",
+                            std_floor=1e-12, unbiased_std=True, std_epsilon=1e-4)
+    unbiased = (2 / 3) ** 0.5  # sample std of 2, 0, 1, 1
+    assert [s.advantage for s in samples] == pytest.approx([1 / (unbiased + 1e-4), -1 / (unbiased + 1e-4), 0.0, 0.0])

@@ -66,7 +66,7 @@ def test_rollout_serves_the_learner_policy_after_each_backend_sync(policy, tiny_
         batch = [TrainSample(prompt, image, ids, [0.0] * len(ids), advantage)
                  for ids, advantage in ((good, 1.0), (bad, -1.0), (good, 1.0), (bad, -1.0))]
         for _ in range(3):
-            learners.train_step(batch, step_tokens=sum(len(s.completion_ids) for s in batch))
+            learners.train_step(batch, step_size=sum(len(s.completion_ids) for s in batch))
 
         stale_gap, stale_version = _gap(learners, pool, prompt, image, sampling, seed=1)
         assert stale_version == 0

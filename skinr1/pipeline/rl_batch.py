@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 
 from learner.data_order import epoch_order
-from learner.grpo import constant_groups, group_advantages
+from learner.grpo import constant_groups, group_advantages, step_denominator
 from learner.policy_batch import TrainSample
 
 
@@ -54,7 +54,8 @@ def split_constant(groups: Sequence[Group], group_size: int) -> tuple[list[Group
     return kept, dropped
 
 
-def train_samples(groups: Sequence[Group], group_size: int, target_groups: int, scaling: str, std_floor: float) -> list[TrainSample]:
+def train_samples(groups: Sequence[Group], group_size: int, target_groups: int, scaling: str, std_floor: float,
+                  unbiased_std: bool = False, std_epsilon: float = 0.0) -> list[TrainSample]:
     """Advantage-weighted samples for `target_groups` groups; missing groups are zero-weight padding.
 
     Padding repeats a real sample with weight 0, so every learner rank runs the same number of
@@ -63,7 +64,8 @@ def train_samples(groups: Sequence[Group], group_size: int, target_groups: int, 
     if not groups:
         raise ValueError("no groups to train on")
     chosen = list(groups)[:target_groups]
-    advantages = group_advantages(group_rewards_tensor(chosen), group_size, scaling, std_floor).tolist()
+    advantages = group_advantages(group_rewards_tensor(chosen), group_size, scaling, std_floor,
+                                  unbiased_std=unbiased_std, std_epsilon=std_epsilon).tolist()
     samples = []
     for index, group in enumerate(chosen):
         for k in range(group_size):
@@ -77,5 +79,6 @@ def train_samples(groups: Sequence[Group], group_size: int, target_groups: int, 
     return samples
 
 
-def completion_tokens(samples: Sequence[TrainSample]) -> int:
-    return int(sum(len(s.completion_ids) * s.weight for s in samples))
+def step_size(samples: Sequence[TrainSample], aggregation: str) -> float:
+    """What the step's loss is averaged over (learner.grpo.step_denominator), at least 1."""
+    return max(1.0, step_denominator([len(s.completion_ids) for s in samples], [s.weight for s in samples], aggregation))

@@ -18,7 +18,7 @@ from typing import Any
 
 from rollout.sampling import RolloutRequest, RolloutResult
 from skinr1.pipeline import rl_checkpoint
-from skinr1.pipeline.rl_batch import Group, completion_tokens, split_constant, stream_indices, train_samples
+from skinr1.pipeline.rl_batch import Group, split_constant, step_size, stream_indices, train_samples
 from skinr1.pipeline.rl_health import check_scoring, reason_shares, rollout_stats, scoring_error_rate
 
 log = logging.getLogger(__name__)
@@ -295,9 +295,10 @@ class GRPODriver:
             self.prefetched = self._start_generation(wanted)  # runs on the rollout actors during learn
         metrics: dict[str, Any] = {"kept_groups": len(kept), "dropped_groups": dropped, "refill_rounds": min(refills, rl.loss.max_refill_rounds)}
         if kept:
-            samples = train_samples(kept, rl.sampling.group_size, wanted, rl.loss.advantage_scaling, rl.loss.std_floor)
+            samples = train_samples(kept, rl.sampling.group_size, wanted, rl.loss.advantage_scaling, rl.loss.std_floor,
+                                    rl.loss.std_unbiased, rl.loss.std_epsilon)
             tick = time.perf_counter()
-            metrics.update(self.learners.train_step(samples, max(1, completion_tokens(samples))))
+            metrics.update(self.learners.train_step(samples, step_size(samples, rl.loss.aggregation)))
             timings["learn_s"] = time.perf_counter() - tick
             self.version += 1
             if self.prefetched is not None:
