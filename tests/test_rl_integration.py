@@ -307,31 +307,46 @@ _REPRODUCED = ("prompts", "reward_mean", "reward_std", "completion_len_mean", "t
                "kl", "entropy", "ratio_gap", "kept_groups", "policy_version", "trained")
 
 
-def test_rl_is_reproducible_on_one_machine(prepared_run, tmp_path):
-    """Two GRPO runs of the same settings give the same metrics, whichever of the two rollout actors
-    answers first: each prompt's sampling seed depends on the step and the prompt, not on the actor
-    or the batch it landed in."""
+def _driver_rows(prepared_run: Path, rl_dir: Path, overrides: list[str]) -> list[dict]:
+    """Run the GRPO driver in-process on the prepared run's SFT policy; its metrics rows."""
     from skinr1.config.derive import rl_settings
     from skinr1.config.schema import load_run_config
     from skinr1.pipeline import stages
     from skinr1.pipeline.rl_driver import GRPODriver
 
-    config = load_run_config(CONFIG, [f"run_dir={prepared_run}", *OVERRIDES, "rl.steps=2"])
+    # No probes or validation: these tests compare and count training steps.
+    config = load_run_config(CONFIG, [f"run_dir={prepared_run}", *OVERRIDES, "rl.probe_every=0", "rl.validate_every=0", *overrides])
     base = stages.base_model_stage(config)
     data = stages.data_stage(config)
     sft = stages.sft_stage(config, base, stages.trajectories_stage(config, data))
     policy_base = stages.rl_policy_base(config, base, sft)
-    runs = []
-    for attempt in range(2):
-        driver = GRPODriver(rl_settings(config), config.reward, policy_base, str(data / config.data.sparse), tmp_path / f"rl-{attempt}",
-                            seed=config.seed, include_system_prompt=config.trajectories.include_system_prompt)
-        logger = _Rows()
-        try:
-            driver.start()
-            driver.run(logger, progress=False)
-        finally:
-            driver.shutdown()
-        runs.append([{key: row[key] for key in _REPRODUCED} for row in logger.rows])
+    driver = GRPODriver(rl_settings(config), config.reward, policy_base, str(data / config.data.sparse), rl_dir,
+                        seed=config.seed, include_system_prompt=config.trajectories.include_system_prompt)
+    logger = _Rows()
+    try:
+        driver.start()
+        driver.run(logger, progress=False)
+    finally:
+        driver.shutdown()
+    return logger.rows
+
+
+def test_a_step_whose_groups_all_tie_trains_nothing_and_is_counted(prepared_run, tmp_path):
+    """With every reward term weighted 0 all groups tie: they are filtered out, nothing is trained
+    and no weights are synced, and the step counts as skipped, not as an update."""
+    rows = _driver_rows(prepared_run, tmp_path / "rl", [
+        "rl.steps=2", "rl.loss.filter_constant_groups=true", "rl.loss.max_refill_rounds=0",
+        "reward.format_weight=0", "reward.hierarchical_weight=0", "reward.malignancy_weight=0"])
+    assert [(r["trained"], r["skipped_steps"], r["policy_version"], r["kept_groups"]) for r in rows] == [(False, 1, 0, 0), (False, 2, 0, 0)]
+    assert all(r["dropped_groups"] == 4 and r["sync_s"] == 0.0 for r in rows)
+
+
+def test_rl_is_reproducible_on_one_machine(prepared_run, tmp_path):
+    """Two GRPO runs of the same settings give the same metrics, whichever of the two rollout actors
+    answers first: each prompt's sampling seed depends on the step and the prompt, not on the actor
+    or the batch it landed in."""
+    runs = [[{key: row[key] for key in _REPRODUCED} for row in _driver_rows(prepared_run, tmp_path / f"rl-{attempt}", ["rl.steps=2"])]
+            for attempt in range(2)]
     first, second = runs
     assert len(first) == 2 and first[0]["trained"] and first[0]["entropy"] > 0
     for a, b in zip(first, second):

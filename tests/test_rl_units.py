@@ -159,3 +159,13 @@ def test_paper_advantages_divide_by_the_unbiased_std_plus_epsilon():
                             std_floor=1e-12, unbiased_std=True, std_epsilon=1e-4)
     unbiased = (2 / 3) ** 0.5  # sample std of 2, 0, 1, 1
     assert [s.advantage for s in samples] == pytest.approx([1 / (unbiased + 1e-4), -1 / (unbiased + 1e-4), 0.0, 0.0])
+
+
+def test_reward_summary_averages_rewards_and_terms():
+    from skinr1.pipeline.rl_health import reward_summary
+
+    scored = [{"reward": 2.0, "components": {"format": 1.0, "hierarchical": 0.75}},
+              {"reward": 1.0, "components": {"format": 1.0, "hierarchical": 0.0}}]
+    assert reward_summary(scored) == {"reward_mean": 1.5, "reward_std": 0.5, "samples": 2,
+                                      "reward_format": 1.0, "reward_hierarchical": 0.375}
+    assert reward_summary([])["reward_mean"] == 0.0

@@ -19,7 +19,7 @@ from typing import Any
 from rollout.sampling import RolloutRequest, RolloutResult
 from skinr1.pipeline import rl_checkpoint
 from skinr1.pipeline.rl_batch import Group, split_constant, step_size, stream_indices, train_samples
-from skinr1.pipeline.rl_health import check_scoring, reason_shares, rollout_stats, scoring_error_rate
+from skinr1.pipeline.rl_health import check_scoring, reason_shares, reward_summary, rollout_stats, scoring_error_rate
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class GRPODriver:
         requests = [r for r in requests if self.budget.fits(r.metadata["record_id"], r.prompt, r.image)]
         results = self.pool.generate(requests, self.rl.sampling, seed=PROBE_SEED)
         _, scored = self._score(results, requests)
-        summary = _reward_summary(scored, self.taxonomy)
+        summary = reward_summary(scored)
         return {**{f"probe_{k}": v for k, v in summary.items()}, "probe_policy_version": self.version,
                 "probe_s": time.perf_counter() - started}
 
@@ -319,7 +319,7 @@ class GRPODriver:
         self.step += 1
         timings["step_s"] = time.perf_counter() - step_started
         metrics.update(timings)
-        metrics.update(_reward_summary(all_scored, self.taxonomy))
+        metrics.update(reward_summary(all_scored))
         metrics.update(rollout_stats(all_results))
         metrics.update(reward_reasons=reason_shares(all_scored), reward_error_rate=scoring_error_rate(all_scored))
         events, self.pool.events = self.pool.events, []
@@ -383,20 +383,6 @@ class GRPODriver:
         for group in self.groups.values():
             release(group)
         self.groups = {}
-
-
-def _reward_summary(scored: list[dict], taxonomy) -> dict[str, float]:
-    import statistics
-
-    rewards = [s["reward"] for s in scored]
-    summary = {"reward_mean": statistics.fmean(rewards) if rewards else 0.0,
-               "reward_std": statistics.pstdev(rewards) if len(rewards) > 1 else 0.0, "samples": len(rewards)}
-    components: dict[str, list[float]] = {}
-    for s in scored:
-        for name, value in s.get("components", {}).items():
-            components.setdefault(name, []).append(value)
-    summary.update({f"reward_{name}": statistics.fmean(values) for name, values in components.items()})
-    return summary
 
 
 def write_final_policy(checkpoint: Path, rl_dir: Path) -> Path:

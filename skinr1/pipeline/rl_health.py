@@ -20,6 +20,19 @@ class RewardHealthError(RuntimeError):
     """Too many samples of a step could not be scored: training on them would learn from noise."""
 
 
+def reward_summary(scored: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Mean and spread of the rewards, and the mean of each reward term ("reward_<term>")."""
+    rewards = [record["reward"] for record in scored]
+    summary = {"reward_mean": statistics.fmean(rewards) if rewards else 0.0,
+               "reward_std": statistics.pstdev(rewards) if len(rewards) > 1 else 0.0, "samples": len(rewards)}
+    components: dict[str, list[float]] = {}
+    for record in scored:
+        for name, value in record.get("components", {}).items():
+            components.setdefault(name, []).append(value)
+    summary.update({f"reward_{name}": statistics.fmean(values) for name, values in components.items()})
+    return summary
+
+
 def rollout_stats(results: Sequence[Any]) -> dict[str, float]:
     """Completion lengths and how generation ended, over every sample of `results` (RolloutResults)."""
     samples = [sample for result in results for sample in result.samples]
