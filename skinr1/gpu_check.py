@@ -169,6 +169,9 @@ def run_level1(device: str = "cuda", dtype: str = "bfloat16", out_dir: str | Pat
     from skinr1.versions import check_versions
 
     check_versions(learner_only=True)
+    # Only what the learner path itself imports counts (a test session may have imported Ray
+    # already; tests/gpu/test_gpu_check_units.py checks a fresh interpreter).
+    preloaded = {m for m in ("ray", "vllm") if m in sys.modules}
     if device == "cuda":
         _expect(torch.cuda.is_available(), "--device cuda but CUDA is not available")
         torch.cuda.set_device(0)
@@ -186,7 +189,7 @@ def run_level1(device: str = "cuda", dtype: str = "bfloat16", out_dir: str | Pat
         report: dict[str, Any] = {"device": device, "dtype": dtype, "torch": torch.__version__, "max_pixels": max_pixels}
         report.update(run_sft_steps(model, data, policy, device))
         report.update(run_grpo_steps(model, image, policy, device))
-    report["ray_or_vllm_imported"] = sorted(m for m in ("ray", "vllm") if m in sys.modules)
+    report["ray_or_vllm_imported"] = sorted(m for m in ("ray", "vllm") if m in sys.modules and m not in preloaded)
     _expect(not report["ray_or_vllm_imported"], f"the learner path imported {report['ray_or_vllm_imported']}")
     report["peak_gpu_memory_mb"] = _peak_memory_mb(device)
     report["total_s"] = time.perf_counter() - started
