@@ -65,11 +65,15 @@ def recorded_engine(paths: list[str]):
 def run(args: argparse.Namespace) -> int:
     from skinr1.eval.report import format_table, write_report
     from skinr1.eval.runner import EvalSettings, evaluate_checkpoints
+    from skinr1.logs import route_driver_logs
     from skinr1.versions import check_versions
 
     if args.protocol == "paper" and args.mode is not None:
         raise ValueError("--mode applies to --protocol standard; the paper protocol asks its own questions")
     check_versions(need_vllm=True)
+    log_dir = Path(args.out) / "logs"
+    route_driver_logs(log_dir)  # before vLLM is imported: its engine logs go there too
+    print(f"framework logs (vLLM): {log_dir}/")
     for manifest in args.data:
         if not Path(manifest).is_file():
             raise FileNotFoundError(f"manifest {manifest} does not exist")
