@@ -48,3 +48,10 @@ def test_each_variant_is_compared_with_sft_and_with_the_first_variant():
         ("sft", "hierarchical"), ("sft", "binary"), ("sft", "no_sft"),
         ("hierarchical", "binary"), ("hierarchical", "no_sft"),
     ]
+
+
+def test_only_takes_a_list_and_leaves_the_overrides_alone():
+    from skinr1.cli import build_parser
+
+    args = build_parser().parse_args(["ablate", "--variants", "v.yaml", "--only", "hierarchical,binary", "run_dir=runs/x"])
+    assert args.only == ["hierarchical", "binary"] and args.overrides == ["run_dir=runs/x"]

@@ -1,4 +1,4 @@
-"""`skinr1 ablate --config FILE --variants FILE [--only NAME ...] [key=value ...]`: GRPO variants
+"""`skinr1 ablate --config FILE --variants FILE [--only NAME,...] [key=value ...]`: GRPO variants
 (reward terms, RL without SFT, ...) on the same data and warm start, compared in one report."""
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("ablate", help="train GRPO variants on the same data and compare them in one report")
     add_config_arguments(parser, default=None)
     parser.add_argument("--variants", required=True, help="YAML file: variants: {name: [key=value, ...]}")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these variants (in the file's order)")
+    # A comma-separated list: a space-separated one would swallow the key=value overrides after it.
+    parser.add_argument("--only", type=lambda text: [n for n in text.split(",") if n], metavar="NAME[,NAME...]",
+                        help="run only these variants (in the file's order)")
     parser.set_defaults(func=run)
 
 
