@@ -45,14 +45,14 @@ class ModelConfig:
     256 image tokens; None: the checkpoint's own, ~12.8 MP for Qwen2.5-VL, up to ~16k tokens)."""
 
     def __post_init__(self) -> None:
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
-        for name in ("min_pixels", "max_pixels"):
-            value = getattr(self, name)
-            if value is not None and value < 28 * 28:
-                raise ValueError(f"model.{name} must be at least one 28x28 block (784), got {value}")
-        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
-            raise ValueError(f"model.min_pixels {self.min_pixels} exceeds model.max_pixels {self.max_pixels}")
+        from skinr1.models.settings import PolicySettings
+
+        # The same rules as every stage's PolicySettings (one place), reported under their key.
+        try:
+            PolicySettings(dtype=self.dtype, min_pixels=self.min_pixels, max_pixels=self.max_pixels,
+                           trust_remote_code=self.trust_remote_code)
+        except ValueError as error:
+            raise ValueError(f"model.{error}") from None
 
 
 @dataclass

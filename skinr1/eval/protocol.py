@@ -11,7 +11,7 @@ datasets plus their average).
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -142,7 +142,7 @@ def question_overview(table: QuestionTable) -> dict[str, dict[str, dict[str, Any
 # ------------------------------------------------------------------------------- running
 def evaluate_protocol(checkpoints: dict[str, str], manifests: list[str], settings: EvalSettings) -> dict[str, Any]:
     """Run the five evaluations for every checkpoint on every manifest; returns the report dict."""
-    from skinr1.eval.runner import checkpoint_base, eval_engine, load_manifest_records
+    from skinr1.eval.runner import load_manifest_records, served_checkpoints
     from skinr1.taxonomy import default_taxonomy
 
     taxonomy = default_taxonomy()
@@ -155,21 +155,10 @@ def evaluate_protocol(checkpoints: dict[str, str], manifests: list[str], setting
         "settings": {k: v for k, v in asdict(settings).items() if k != "mode"},
         "questions": question_overview(table), "checkpoints": {},
     }
-    by_base: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
-    for name, path in checkpoints.items():
-        base, adapter = checkpoint_base(path)
-        by_base[base].append((name, adapter))
     results = {}
-    for base, members in by_base.items():
-        worker = eval_engine(base, settings, any(adapter for _, adapter in members))
-        try:
-            for version, (name, adapter) in enumerate(members, start=1):
-                worker.use_adapter(version, adapter)
-                completions = _answer(worker, table, settings)
-                results[name] = {"path": checkpoints[name], **checkpoint_results(table, completions, seed=settings.seed)}
-        finally:
-            worker.shutdown()
-            del worker
+    for _, name, worker in served_checkpoints(checkpoints, settings):
+        completions = _answer(worker, table, settings)
+        results[name] = {"path": checkpoints[name], **checkpoint_results(table, completions, seed=settings.seed)}
     report["checkpoints"] = {name: results[name] for name in checkpoints}  # command-line order
     return report
 

@@ -61,28 +61,39 @@ def evaluate_checkpoints(checkpoints: dict[str, str], manifests: list[str], sett
 
     taxonomy = default_taxonomy()
     datasets = {Path(m).stem: load_manifest_records(m, settings.limit) for m in manifests}
+    report: dict[str, Any] = {"mode": settings.mode, "checkpoints": {}}
+    budgets: dict[str, Any] = {}
+    for base, name, worker in served_checkpoints(checkpoints, settings):
+        if base not in budgets:  # one processor load per base model
+            budgets[base] = _prompt_budget(base, settings.engine)
+        budget = budgets[base]
+        predictions, samples, skipped = _predict(worker, datasets, settings, taxonomy, budget)
+        report["checkpoints"][name] = {
+            "path": checkpoints[name],
+            "datasets": metrics_by_dataset(taxonomy, predictions),
+            "examples": samples,
+            "skipped_prompts": skipped,
+        }
+    return report
+
+
+def served_checkpoints(checkpoints: dict[str, str], settings: EvalSettings):
+    """(base model, checkpoint name, worker serving it) for every checkpoint: one engine per base
+    model (the base itself and the LoRA adapters trained on it), the adapter switched per checkpoint,
+    so N checkpoints of one base cost one engine start. Engines shut down as their base is done."""
     by_base: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
     for name, path in checkpoints.items():
         base, adapter = checkpoint_base(path)
         by_base[base].append((name, adapter))
-    report: dict[str, Any] = {"mode": settings.mode, "checkpoints": {}}
     for base, members in by_base.items():
-        budget = _prompt_budget(base, settings.engine)
         worker = eval_engine(base, settings, any(adapter for _, adapter in members))
         try:
             for version, (name, adapter) in enumerate(members, start=1):
                 worker.use_adapter(version, adapter)
-                predictions, samples, skipped = _predict(worker, datasets, settings, taxonomy, budget)
-                report["checkpoints"][name] = {
-                    "path": checkpoints[name],
-                    "datasets": metrics_by_dataset(taxonomy, predictions),
-                    "examples": samples,
-                    "skipped_prompts": skipped,
-                }
+                yield base, name, worker
         finally:
             worker.shutdown()
             del worker
-    return report
 
 
 def eval_engine(base: str, settings: EvalSettings, lora: bool):
