@@ -24,8 +24,9 @@ def split_for_ranks(samples: list[TrainSample], ranks: int) -> list[list[TrainSa
 
 
 class LearnerGroup:
-    def __init__(self, base_model: str, config: GRPOConfig, seed: int, placement_group=None, policy=None):
-        """`policy`: the ranks' `PolicySettings` (dtype, pixel bounds; skinr1.config.derive.rl_settings)."""
+    def __init__(self, start, config: GRPOConfig, seed: int, placement_group=None, policy=None):
+        """`start`: a `learner.policy_start.PolicyStart` or a model path; `policy`: the ranks'
+        `PolicySettings` (dtype, pixel bounds; skinr1.config.derive.rl_settings)."""
         import ray
 
         from learner.rank import LearnerRank
@@ -42,7 +43,7 @@ class LearnerGroup:
                 options["resources"] = dict(learner.custom_resources)
             if placement_group is not None:  # bundle i holds rank i
                 options["scheduling_strategy"] = strategy(placement_group, rank)
-            self.ranks.append(remote.options(**options).remote(rank, world, base_model, config, seed, policy))
+            self.ranks.append(remote.options(**options).remote(rank, world, start, config, seed, policy))
         # Every rank reaches rank 0's node, wherever the placement group put it.
         address, port = ray.get(self.ranks[0].rendezvous.remote())
         ray.get([r.setup.remote(address, port) for r in self.ranks])  # surfaces start-up errors here

@@ -191,6 +191,12 @@ class GRPOConfig:
     """Checkpoints kept."""
     init_from_sft: bool = True
     """Start from the SFT warm start (its adapter merged into the base); false: RL from the base."""
+    continue_sft_adapter: bool = False
+    """With init_from_sft and a LoRA SFT (otherwise ignored): train SFT's adapter further on the bare base (the paper's
+    code) instead of a fresh adapter on the merged SFT weights. The KL reference is then the merged
+    SFT policy, a second frozen model (learner.offload_reference keeps it in host memory); the
+    adapter keeps its rank and alpha (learner.lora.rank/alpha must equal them) and takes
+    learner.lora.dropout."""
     max_reward_error_rate: float = 0.05
     """Stop the run when more than this share of a step's samples could not be scored (a reward
     `internal_error` or `invalid_sample`): their 0 is not a judgement of the answer."""
@@ -214,6 +220,8 @@ class GRPOConfig:
             # The engine reports log-probs of the truncated distribution it sampled from; the
             # learner scores the whole one, so every importance weight would be biased.
             raise ValueError(f"rl.sampling.top_p must be 1.0 for GRPO (the learner scores the full distribution), got {self.sampling.top_p}")
+        if self.continue_sft_adapter and not self.learner.lora.enabled:
+            raise ValueError("rl.continue_sft_adapter needs rl.learner.lora.enabled (it trains SFT's adapter)")
         if self.lora_sync not in LORA_SYNC_FORMATS:
             raise ValueError(f"rl.lora_sync must be one of {LORA_SYNC_FORMATS}, got {self.lora_sync!r}")
         if not self.sync_bucket_mb > 0:

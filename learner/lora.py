@@ -57,6 +57,27 @@ def apply_lora(model, settings: LoraSettings):
     return get_peft_model(model, config)
 
 
+def continue_lora(model, adapter_dir, settings: LoraSettings):
+    """Wrap `model` in a trained adapter (SFT's) whose weights train further, instead of a fresh one.
+
+    The adapter keeps its own rank, alpha and target modules: `settings` must agree on rank and
+    alpha (a silent mismatch would train another adapter than the config says); its dropout applies,
+    as the paper's code uses dropout 0.1 in RL on the adapter that SFT trained without it.
+    """
+    from peft import LoraConfig, PeftModel
+
+    config = LoraConfig.from_pretrained(str(adapter_dir))
+    if (config.r, config.lora_alpha) != (settings.rank, settings.alpha):
+        raise ValueError(
+            f"the adapter at {adapter_dir} has rank {config.r} and alpha {config.lora_alpha}, the RL "
+            f"learner's lora settings say rank {settings.rank} and alpha {settings.alpha}: set them equal "
+            "to continue this adapter"
+        )
+    config.lora_dropout = settings.dropout
+    config.inference_mode = False
+    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True, config=config)
+
+
 PEFT_PREFIX = "base_model.model."
 
 

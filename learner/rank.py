@@ -1,9 +1,11 @@
 """One GRPO learner rank: a DeepSpeed (or DDP) engine inside a Ray actor, in a torch.distributed group.
 
-Policy set-up (LoRA): the SFT adapter is merged into the base weights and a fresh adapter is
-trained on top, so "adapters disabled" is exactly the SFT policy, the reference of the KL term.
-Full fine-tuning keeps a frozen copy of the starting policy as the reference, on the engine's
-device (or in host memory with learner.offload_reference). The weights load in the run's dtype and
+Policy set-up (`learner.policy_start.PolicyStart`): by default (LoRA) the SFT adapter is merged
+into the base weights and a fresh adapter is trained on top, so "adapters disabled" is exactly the
+SFT policy, the reference of the KL term. Full fine-tuning, and a run that continues SFT's adapter
+on the bare base (rl.continue_sft_adapter), keep a frozen model as the reference (a copy of the
+start, or the merged SFT weights), on the engine's device (or in host memory with
+learner.offload_reference). The weights load in the run's dtype and
 every batch is moved to the engine's device (`learner.devices`).
 """
 
@@ -37,11 +39,13 @@ def init_process_group(rank: int, world: int, address: str, port: int, use_gpu: 
 class LearnerRank:
     """Wrap with `ray.remote` (see learner.group)."""
 
-    def __init__(self, rank: int, world: int, base_model: str, config: GRPOConfig, seed: int, policy=None):
+    def __init__(self, rank: int, world: int, start, config: GRPOConfig, seed: int, policy=None):
+        """`start`: a `PolicyStart`, or the path of the model a fresh adapter (or full training) starts on."""
+        from learner.policy_start import PolicyStart
         from skinr1.models.settings import PolicySettings
 
         self.rank, self.world, self.config = rank, world, config
-        self.base_model, self.seed = base_model, seed
+        self.start, self.seed = PolicyStart.of(start), seed
         self.policy = policy or PolicySettings()
         """Dtype and pixel bounds (skinr1.config.derive.learner_settings); the default keeps the
         checkpoint's processor bounds and float32."""
@@ -71,14 +75,19 @@ class LearnerRank:
             torch.cuda.set_device(0)  # Ray exposes one GPU per rank as device 0
         init_process_group(self.rank, self.world, address, port, learner.use_gpu)
         torch.manual_seed(self.seed)
-        self.processor = self.policy.load_processor(self.base_model)
-        model = self.policy.load_policy(self.base_model)
+        start = self.start
+        self.processor = self.policy.load_processor(start.base)
+        model = self.policy.load_policy(start.base)
         self.reference = None
+        if start.adapter is not None and not learner.lora.enabled:
+            raise ValueError("continuing an adapter needs rl.learner.lora.enabled")
         if learner.lora.enabled:
-            from learner.lora import apply_lora
+            from learner.lora import apply_lora, continue_lora
 
-            model = apply_lora(model, learner.lora)
-        else:
+            model = continue_lora(model, start.adapter, learner.lora) if start.adapter else apply_lora(model, learner.lora)
+        if start.reference is not None:
+            self.reference = self.policy.load_policy(start.reference).eval().requires_grad_(False)
+        elif not learner.lora.enabled:
             self.reference = copy.deepcopy(model).eval().requires_grad_(False)
         from learner.train_engine import TrainingEngine
 

@@ -74,7 +74,7 @@ def prepared_run(tmp_path_factory, ray_local):
     base = stages.base_model_stage(config)
     data = stages.data_stage(config)
     sft = stages.sft_stage(config, base, stages.trajectories_stage(config, data))
-    stages.rl_policy_base(config, base, sft)
+    stages.rl_policy_start(config, base, sft)
     return run_dir
 
 
@@ -319,8 +319,8 @@ def _driver_rows(prepared_run: Path, rl_dir: Path, overrides: list[str]) -> list
     base = stages.base_model_stage(config)
     data = stages.data_stage(config)
     sft = stages.sft_stage(config, base, stages.trajectories_stage(config, data))
-    policy_base = stages.rl_policy_base(config, base, sft)
-    driver = GRPODriver(rl_settings(config), config.reward, policy_base, str(data / config.data.sparse), rl_dir,
+    start = stages.rl_policy_start(config, base, sft)
+    driver = GRPODriver(rl_settings(config), config.reward, start, str(data / config.data.sparse), rl_dir,
                         seed=config.seed, include_system_prompt=config.trajectories.include_system_prompt)
     logger = _Rows()
     try:
@@ -355,3 +355,24 @@ def test_rl_is_reproducible_on_one_machine(prepared_run, tmp_path):
                 assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (key, a, b)
             else:
                 assert a[key] == b[key], (key, a, b)
+
+
+def test_rl_continues_the_sft_adapter(prepared_run, tmp_path):
+    """rl.continue_sft_adapter: the engines (bare base + adapters) serve SFT's adapter from the first
+    step, so the learner's log-probs of the sampled answers match the engine's and the KL to the
+    merged SFT reference starts at 0; the checkpoint's policy applies to the bare base model."""
+    import json
+
+    from skinr1.pipeline.rl_checkpoint import latest_checkpoint, read_state
+
+    rl_dir = tmp_path / "rl"
+    # No dropout: the learner's first forward is then exactly the SFT policy the engines sampled from.
+    rows = _driver_rows(prepared_run, rl_dir, ["rl.steps=2", "rl.continue_sft_adapter=true", "rl.lora_sync=adapter",
+                                               "rl.learner.lora.dropout=0.0"])
+    assert [r["trained"] for r in rows] == [True, True]
+    assert rows[0]["ratio_gap"] < 0.02, rows[0]  # a bare-base engine would be off by nats per token
+    assert abs(rows[0]["kl"]) < 1e-4, rows[0]
+    checkpoint = latest_checkpoint(rl_dir)
+    assert read_state(checkpoint)["policy_base"] == str(prepared_run / "base_model")
+    adapter_config = json.loads((checkpoint / "policy" / "adapter_config.json").read_text())
+    assert (adapter_config["r"], adapter_config["lora_alpha"]) == (64, 128)

@@ -15,6 +15,7 @@ from typing import Optional
 from learner.grpo_config import GRPOConfig
 from learner.sft_config import SFTConfig
 from rewards.config import RewardConfig
+from skinr1.models.perception import PerceptionSettings
 from skinr1.trajectories.config import TrajectoriesConfig
 
 TINY_MODEL = "tiny"
@@ -43,6 +44,10 @@ class ModelConfig:
     max_pixels: Optional[int] = None
     """Image area upper bound of every stage (the paper caps images at 448x448 = 200704, i.e. at most
     256 image tokens; None: the checkpoint's own, ~12.8 MP for Qwen2.5-VL, up to ~16k tokens)."""
+    perception_pretraining: PerceptionSettings = field(default_factory=PerceptionSettings)
+    """Only for name_or_path "tiny": caption pretraining that gives the random-weight model a
+    generalist's eyes (skin tone and visible features of every class on all skin types, never a
+    diagnosis) before SFT; images 0 keeps the random weights. See skinr1/models/perception.py."""
 
     def __post_init__(self) -> None:
         from skinr1.models.settings import PolicySettings

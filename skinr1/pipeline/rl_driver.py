@@ -46,15 +46,20 @@ class Prefetch:
 
 
 class GRPODriver:
-    def __init__(self, runtime, reward_config, policy_base: str, manifest: str, rl_dir: Path,
+    def __init__(self, runtime, reward_config, start, manifest: str, rl_dir: Path,
                  seed: int = 0, include_system_prompt: bool = True, validation_manifest: str | None = None):
         """`runtime`: the stage's derived settings (`skinr1.config.derive.rl_settings`): the rl section,
-        the learner's `PolicySettings` and the rollout engines' `EngineSettings`."""
+        the learner's `PolicySettings` and the rollout engines' `EngineSettings`. `start`: a
+        `learner.policy_start.PolicyStart` (skinr1.pipeline.stages.rl_policy_start) or a model path."""
+        from learner.policy_start import PolicyStart
         from skinr1.data.records import read_jsonl
         from skinr1.taxonomy import default_taxonomy
 
         rl = runtime.rl
-        self.runtime, self.rl, self.reward_config, self.policy_base = runtime, rl, reward_config, policy_base
+        self.runtime, self.rl, self.reward_config = runtime, rl, reward_config
+        self.start_policy = PolicyStart.of(start)
+        self.policy_base = self.start_policy.base
+        """The weights the trained adapter (or full model) applies to: the final policy's base."""
         self.rl_dir, self.seed, self.include_system_prompt = Path(rl_dir), seed, include_system_prompt
         if rl.mode != reward_config.mode:
             raise ValueError(f"rl.mode {rl.mode!r} differs from reward.mode {reward_config.mode!r}")
@@ -111,10 +116,11 @@ class GRPODriver:
                 raise RuntimeError(f"the cluster has no room for the {role}: {bundles} (see `ray status`)")
         self.rewards = RewardPool(rl.num_reward_actors, self.reward_config, num_cpus_per_actor=REWARD_CPUS,
                                   placement_group=self.groups["rewards"])
-        self.pool = RolloutPool(self.policy_base, runtime.engine, rl.rollout.num_workers, rl.rollout.resources,
+        adapters = runtime.engine.enable_lora
+        self.pool = RolloutPool(self.start_policy.engine_model(adapters), runtime.engine, rl.rollout.num_workers, rl.rollout.resources,
                                 placement_timeout_s=rl.rollout.placement_timeout_s,
                                 startup_timeout_s=rl.rollout.startup_timeout_s)
-        self.learners = LearnerGroup(self.policy_base, rl, self.seed, placement_group=self.groups["learners"],
+        self.learners = LearnerGroup(self.start_policy, rl, self.seed, placement_group=self.groups["learners"],
                                      policy=runtime.policy)
         if self.validation:
             from skinr1.eval.runner import fitting_requests, held_out_requests
@@ -122,9 +128,10 @@ class GRPODriver:
             questions, requests = held_out_requests(self.tokenizer, self.validation, rl.mode, self.taxonomy,
                                                     self.include_system_prompt, self.seed)
             self.validation = fitting_requests(self.budget, self.validation, questions, requests)[0]
-        adapters = runtime.engine.enable_lora
         self.sync = make_sync(rl.sync_backend, self.learners, self.pool, adapters, run_key=str(self.rl_dir.resolve()),
                               bucket_bytes=int(rl.sync_bucket_mb * 1024 * 1024))
+        if self.start_policy.adapter is not None and adapters:
+            self.sync.push(self.version)  # engines on the bare base serve the continued adapter from the start
         self.job_id = scaling.current_job_id()
         self.control = scaling.start_control(self.job_id, rl.rollout.min_workers, rl.rollout.max_workers)
         self.startup_s = time.perf_counter() - started

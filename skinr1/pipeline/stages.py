@@ -98,7 +98,19 @@ def base_model_stage(config: SkinR1Config, fresh: bool = False) -> str:
 
     directory = Path(config.base_model_path)
     spec = TinyModelSpec(seed=config.seed)
-    run_stage("base model", directory, spec, lambda: {"path": str(build_tiny_model(directory, spec))}, fresh)
+    perception = config.model.perception_pretraining
+    # Without pretraining the fingerprint stays the spec alone: existing random-weight bases are reused.
+    settings = {"spec": spec, "perception": perception} if perception.enabled else spec
+
+    def build() -> dict:
+        result = {"path": str(build_tiny_model(directory, spec))}
+        if perception.enabled:
+            from skinr1.models.perception import pretrain_perception
+
+            result["perception"] = pretrain_perception(directory, perception, seed=config.seed)
+        return result
+
+    run_stage("base model", directory, settings, build, fresh)
     return str(directory)
 
 
@@ -155,22 +167,29 @@ def _summary(report: dict) -> dict:
     return {k: v for k, v in report.items() if isinstance(v, (int, float, str, bool))}
 
 
-def rl_policy_base(config: SkinR1Config, base_model: str, sft_policy: Path | None) -> str:
-    """The weights GRPO starts from: the SFT adapter merged into the base (so that "adapters
-    disabled" is the SFT policy, the KL reference), SFT full weights, or the bare base model."""
+def rl_policy_start(config: SkinR1Config, base_model: str, sft_policy: Path | None):
+    """Where GRPO starts (`learner.policy_start.PolicyStart`): by default a fresh adapter on the SFT
+    adapter merged into the base (so that "adapters disabled" is the SFT policy, the KL reference);
+    with rl.continue_sft_adapter the SFT adapter itself on the bare base, the merged SFT weights
+    being the reference; SFT's full weights; or the bare base model."""
     from learner.export import is_adapter, merge_adapter
+    from learner.policy_start import PolicyStart
     from skinr1.config.derive import policy_settings
 
     if not config.rl.init_from_sft or sft_policy is None:
-        return base_model
+        return PolicyStart(base=base_model)
     if not is_adapter(sft_policy):
-        return str(sft_policy)
+        if config.rl.continue_sft_adapter:
+            raise ValueError(f"rl.continue_sft_adapter needs a LoRA SFT policy; {sft_policy} holds full weights")
+        return PolicyStart(base=str(sft_policy))
     merged = config.rl_dir / "policy_base"
     policy = policy_settings(config)  # merged in the model's dtype; the processor keeps the bounds
     settings = {"sft": str(sft_policy), "base": base_model, "policy": policy}
     run_stage("merge sft", merged, settings,
               lambda: {"path": str(merge_adapter(sft_policy, merged / "model", base=base_model, policy=policy))})
-    return str(merged / "model")
+    if config.rl.continue_sft_adapter:
+        return PolicyStart(base=base_model, adapter=str(sft_policy), reference=str(merged / "model"))
+    return PolicyStart(base=str(merged / "model"))
 
 
 # How a GRPO run is operated, not what it trains: a run resumes (or is reused) across changes to these.
@@ -204,9 +223,9 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
               "sft": artifact_identity(sft_policy) if sft_policy is not None else None}
 
     def work() -> dict:
-        policy_base = rl_policy_base(config, base_model, sft_policy)
+        start = rl_policy_start(config, base_model, sft_policy)
         validation = data_dir / config.data.valid if config.data.valid else None
-        driver = GRPODriver(runtime, config.reward, policy_base, str(data_dir / config.data.sparse), rl_dir,
+        driver = GRPODriver(runtime, config.reward, start, str(data_dir / config.data.sparse), rl_dir,
                             seed=config.seed, include_system_prompt=config.trajectories.include_system_prompt,
                             validation_manifest=str(validation) if validation else None)
         try:
