@@ -368,10 +368,10 @@ def test_rl_continues_the_sft_adapter(prepared_run, tmp_path):
     rl_dir = tmp_path / "rl"
     # No dropout: the learner's first forward is then exactly the SFT policy the engines sampled from.
     rows = _driver_rows(prepared_run, rl_dir, ["rl.steps=2", "rl.continue_sft_adapter=true", "rl.lora_sync=adapter",
-                                               "rl.learner.lora.dropout=0.0"])
+                                               "rl.learner.lora.dropout=0.0", "rl.loss.kl_beta=0.02"])
     assert [r["trained"] for r in rows] == [True, True]
     assert rows[0]["ratio_gap"] < 0.02, rows[0]  # a bare-base engine would be off by nats per token
-    assert abs(rows[0]["kl"]) < 1e-4, rows[0]
+    assert abs(rows[0]["kl"]) < 1e-4 < rows[1]["kl"], rows  # at the reference first, then away from it
     checkpoint = latest_checkpoint(rl_dir)
     assert read_state(checkpoint)["policy_base"] == str(prepared_run / "base_model")
     adapter_config = json.loads((checkpoint / "policy" / "adapter_config.json").read_text())
