@@ -10,7 +10,6 @@ image takes to decode while four large ones are decoding in other threads of the
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import struct
@@ -24,28 +23,10 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from image_probes import jpeg_declaring, png_with_chunk  # noqa: E402
 RESIZE_MAX_PIXELS = 16384 * 28 * 28  # Qwen2.5-VL processor default
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png_with_chunk(kind: bytes, data: bytes) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (200, 10, 10)).save(buffer, "PNG")
-    png = buffer.getvalue()
-    return png[:33] + _chunk(kind, data) + png[33:]  # right after the IHDR chunk
-
-
-def _jpeg_declaring(width: int, height: int) -> bytes:
-    """A valid 8x8 JPEG whose frame header is patched to claim width x height (~630 bytes)."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (90, 60, 40)).save(buffer, "JPEG")
-    data = bytearray(buffer.getvalue())
-    sof = data.find(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
 
 
 def make_probes(folder: Path) -> dict[str, Path]:
@@ -59,13 +40,13 @@ def make_probes(folder: Path) -> dict[str, Path]:
     probes["png16_24mp.png"] = Image.fromarray(under_cap)  # under the cap: decodes, but is heavy
     big = np.random.default_rng(0).integers(0, 255, (4000, 6000, 3), dtype=np.uint8)
     probes["jpeg_24mp.jpg"] = Image.fromarray(big)
-    probes["png_ztxt_64mb.png"] = _png_with_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * (64 << 20)))
-    probes["png_iccp_64mb.png"] = _png_with_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(b"a" * (64 << 20)))
+    probes["png_ztxt_64mb.png"] = png_with_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * (64 << 20)))
+    probes["png_iccp_64mb.png"] = png_with_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(b"a" * (64 << 20)))
     probes["ppm_maxval.ppm"] = b"P6 4 4 70000\n" + b"\0" * 96
     probes["sgi_mode.sgi"] = struct.pack(">hBBHHHH", 474, 1, 3, 3, 4, 4, 3) + b"\0" * 500
     probes["wide_20000x1.png"] = Image.new("RGB", (20000, 1))
     probes["wide_20000x28.png"] = Image.new("RGB", (20000, 28))
-    probes["jpeg_631b_9000x9000.jpg"] = _jpeg_declaring(9000, 9000)
+    probes["jpeg_631b_9000x9000.jpg"] = jpeg_declaring(9000, 9000)
     probes["small_512.jpg"] = Image.new("RGB", (512, 512), (120, 80, 60))
     paths = {}
     for name, content in probes.items():

@@ -11,6 +11,7 @@ import zlib
 
 import numpy as np
 import pytest
+from image_probes import chunk, jpeg_declaring, png_with_chunk
 from PIL import Image
 
 from skinr1.data import image_decode
@@ -27,31 +28,10 @@ from skinr1.data.images import (
 )
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_with_chunk(kind: bytes, data: bytes) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (200, 10, 10)).save(buffer, "PNG")
-    png = buffer.getvalue()
-    return png[:33] + _chunk(kind, data) + png[33:]  # right after IHDR
-
-
 def png16_header(width: int, height: int) -> bytes:
     """A 16-bit greyscale PNG declaring width x height whose pixel data is a few bytes."""
     header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _chunk(b"IEND", b"")
-
-
-def jpeg_declaring(width: int, height: int) -> bytes:
-    """A valid 8x8 JPEG whose frame header is patched to claim width x height (~630 bytes)."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (90, 60, 40)).save(buffer, "JPEG")
-    data = bytearray(buffer.getvalue())
-    sof = data.find(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
 
 
 def jpeg(width: int, height: int, **params) -> bytes:

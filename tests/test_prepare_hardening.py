@@ -5,11 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
+from image_probes import jpeg_declaring, png_with_oversized_text
 from PIL import Image
 
 from skinr1.cli import main as cli_main
@@ -23,20 +22,8 @@ def jpeg(size=(40, 30)) -> bytes:
     return buffer.getvalue()
 
 
-def png_with_oversized_text() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buffer, "PNG")
-    png = buffer.getvalue()
-    data = b"Comment\x00\x00" + zlib.compress(b"a" * (16 << 20))
-    chunk = struct.pack(">I", len(data)) + b"zTXt" + data + struct.pack(">I", zlib.crc32(b"zTXt" + data))
-    return png[:33] + chunk + png[33:]
-
-
 def jpeg_declaring_9000() -> bytes:
-    data = bytearray(jpeg((8, 8)))
-    sof = data.find(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", 9000, 9000)
-    return bytes(data)
+    return jpeg_declaring(9000, 9000)
 
 
 def write_manifest(path: Path, lines: list[str]) -> Path:
