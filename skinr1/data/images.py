@@ -264,7 +264,8 @@ def _upright_rgb(image: Image.Image, min_pixels, max_pixels, factor: int, source
     try:
         try:
             # Phone photos (PAD-UFES-20, uploads) store rotation in EXIF; the model must see them upright.
-            image = ImageOps.exif_transpose(image)
+            # In place: the default returns a full copy even when there is nothing to rotate.
+            ImageOps.exif_transpose(image, in_place=True)
         except Exception:  # noqa: BLE001 - a broken EXIF block is no reason to reject pixels that decoded fine
             pass
         rgb = to_rgb(image)
