@@ -40,6 +40,7 @@ def make_probes(folder: Path) -> dict[str, Path]:
     probes["png16_24mp.png"] = Image.fromarray(under_cap)  # under the cap: decodes, but is heavy
     big = np.random.default_rng(0).integers(0, 255, (4000, 6000, 3), dtype=np.uint8)
     probes["jpeg_24mp.jpg"] = Image.fromarray(big)
+    probes["jpeg_48mp.jpg"] = Image.fromarray(np.tile(big, (2, 2, 1))[:6000, :8000])
     probes["png_ztxt_64mb.png"] = png_with_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"a" * (64 << 20)))
     probes["png_iccp_64mb.png"] = png_with_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(b"a" * (64 << 20)))
     probes["ppm_maxval.ppm"] = b"P6 4 4 70000\n" + b"\0" * 96
@@ -90,9 +91,11 @@ for thread in threads:
 time.sleep(0.05)
 start = time.perf_counter()
 decode(sys.argv[2])
-print(round(time.perf_counter() - start, 3))
+small = time.perf_counter() - start
 for thread in threads:
     thread.join()
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(round(small, 3), round(peak_kb / 1024))
 """
 
 
@@ -115,7 +118,8 @@ def main() -> None:
     for big in ("png16_81mp.png", "png16_24mp.png", "jpeg_24mp.jpg"):
         run = subprocess.run([sys.executable, "-c", CONCURRENT, str(paths[big]), str(paths["small_512.jpg"]),
                               args.code, str(RESIZE_MAX_PIXELS)], capture_output=True, text=True, check=True, env=env)
-        print(f"small decode while 4x {big} decode: {float(run.stdout.strip()):.2f} s")
+        small, peak = run.stdout.split()
+        print(f"small decode while 4x {big} decode: {float(small):.2f} s (process peak {peak} MB)")
 
 
 if __name__ == "__main__":

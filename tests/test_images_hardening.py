@@ -23,6 +23,7 @@ from skinr1.data.images import (
     check_image,
     decode_concurrency,
     load_image,
+    pixel_bounds_size,
     set_decode_concurrency,
     to_rgb,
 )
@@ -85,6 +86,15 @@ def test_a_large_jpeg_decodes_at_reduced_size():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 5 << 20
+
+
+@pytest.mark.parametrize("size", [(2400, 1600), (2000, 1999), (3001, 1000), (1000, 3001)])
+def test_a_reduced_jpeg_ends_at_the_size_a_full_decode_would(size):
+    """Prompt budgets count image tokens from the stored size; the fed image must match exactly."""
+    width, height = size
+    bound = 200 * 28 * 28
+    target_h, target_w = pixel_bounds_size(height, width, None, bound)
+    assert load_image(jpeg(width, height), max_pixels=bound).size == (target_w, target_h)
 
 
 def test_a_jpeg_above_the_cap_decodes_reduced_instead_of_being_refused():

@@ -252,25 +252,33 @@ def load_image(
             target_h, target_w = pixel_bounds_size(height, width, min_pixels, max_pixels, factor)
             return target_w, target_h
 
-    with bounded_decode(path_or_bytes, max_bytes, pixel_cap, fit) as (image, _):
+    with bounded_decode(path_or_bytes, max_bytes, pixel_cap, fit) as (image, stored):
         _check_mode(image)
-        rgb = _upright_rgb(image, min_pixels, max_pixels, factor, path_or_bytes)
+        rgb = _upright_rgb(image, stored, min_pixels, max_pixels, factor, path_or_bytes)
     check_aspect(rgb.width, rgb.height, "the resized image")
     return rgb
 
 
-def _upright_rgb(image: Image.Image, min_pixels, max_pixels, factor: int, source: ImageSource) -> Image.Image:
+def _upright_rgb(
+    image: Image.Image, stored: tuple[int, int], min_pixels, max_pixels, factor: int, source: ImageSource
+) -> Image.Image:
+    """Rotate per EXIF, convert to RGB and resize to the bounds of the *stored* size: a JPEG decoded
+    at reduced scale ends at exactly the size a full decode would (what `fed_size` predicts)."""
     label = source if isinstance(source, (str, Path)) else "<bytes>"
     try:
+        decoded = image.size
         try:
             # Phone photos (PAD-UFES-20, uploads) store rotation in EXIF; the model must see them upright.
             # In place: the default returns a full copy even when there is nothing to rotate.
             ImageOps.exif_transpose(image, in_place=True)
         except Exception:  # noqa: BLE001 - a broken EXIF block is no reason to reject pixels that decoded fine
             pass
+        width, height = stored if image.size == decoded else stored[::-1]
         rgb = to_rgb(image)
         if min_pixels is not None or max_pixels is not None:
-            rgb = resize_to_pixel_bounds(rgb, min_pixels, max_pixels, factor=factor)
+            target_h, target_w = pixel_bounds_size(height, width, min_pixels, max_pixels, factor)
+            if rgb.size != (target_w, target_h):
+                rgb = rgb.resize((target_w, target_h), Image.Resampling.BICUBIC)
     except ImageError:
         raise
     except MemoryError:
