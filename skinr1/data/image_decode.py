@@ -215,7 +215,7 @@ def check_jpeg_length(image: JpegImagePlugin.JpegImageFile, size: int, label: st
 
 # --------------------------------------------------------------------------- decoding
 def _decoder_error(error: BaseException, label: str, stage: str) -> ImageError:
-    """Map whatever a Pillow plugin raised while `stage` ("open", "decode") to a typed error."""
+    """Map whatever a Pillow plugin raised while `stage` ("opening", "decoding") to a typed error."""
     if isinstance(error, ImageError):
         return error
     if isinstance(error, UnidentifiedImageError):
@@ -224,12 +224,12 @@ def _decoder_error(error: BaseException, label: str, stage: str) -> ImageError:
         return ImageError("decompression_bomb", f"{label}: {error}")
     if isinstance(error, OSError):
         truncated = "truncat" in str(error).lower()
-        return ImageError("truncated" if truncated else "unreadable" if stage == "open" else "corrupt", f"{label}: {error}")
+        return ImageError("truncated" if truncated else "unreadable" if stage == "opening" else "corrupt", f"{label}: {error}")
     if isinstance(error, MemoryError):
-        return ImageError("decompression_bomb", f"{label}: out of memory while {stage.rstrip('e')}ing")
+        return ImageError("decompression_bomb", f"{label}: out of memory while {stage}")
     # Pillow's plugins raise a zoo of types for damaged files (ValueError for oversized text/ICC
     # chunks and bad PPM/SGI headers, SyntaxError, struct.error, EOFError, IndexError, ...).
-    return ImageError("corrupt", f"{label}: {type(error).__name__} while {stage.rstrip('e')}ing: {error}")
+    return ImageError("corrupt", f"{label}: {type(error).__name__} while {stage}: {error}")
 
 
 @contextlib.contextmanager
@@ -252,7 +252,7 @@ def bounded_decode(
     try:
         image = Image.open(handle)
     except Exception as error:  # noqa: BLE001 - any plugin failure is a property of the file
-        raise _decoder_error(error, label, "open") from None
+        raise _decoder_error(error, label, "opening") from None
     try:
         stored = width, height = image.size
         if width <= 0 or height <= 0:
@@ -270,12 +270,12 @@ def bounded_decode(
             raise ImageError("decompression_bomb", f"{label}: {width}x{height} = {width * height} pixels exceeds the cap of {cap}")
     except Exception as error:  # noqa: BLE001
         image.close()
-        raise _decoder_error(error, label, "open") from None
+        raise _decoder_error(error, label, "opening") from None
     heavy = image.width * image.height > UNGATED_MAX_PIXELS
     with _SLOTS.hold() if heavy else contextlib.nullcontext():
         try:
             image.load()
         except Exception as error:  # noqa: BLE001
             image.close()
-            raise _decoder_error(error, label, "decode") from None
+            raise _decoder_error(error, label, "decoding") from None
         yield image, stored
