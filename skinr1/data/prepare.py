@@ -20,6 +20,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -108,9 +109,14 @@ def outside_root(path: str, root: str) -> str | None:
     if not _within(os.path.normpath(os.path.abspath(path)), os.path.normpath(root)):
         return f"{path} is outside the images folder {root}"
     real = os.path.realpath(path)
-    if not _within(real, os.path.realpath(root)):
+    if not _within(real, _real_root(root)):
         return f"{path} resolves to {real}, outside the images folder {root}"
     return None
+
+
+@lru_cache(maxsize=8)
+def _real_root(root: str) -> str:
+    return os.path.realpath(root)  # once per run, not once per record
 
 
 def _within(path: str, root: str) -> bool:
