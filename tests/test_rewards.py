@@ -423,13 +423,15 @@ class TestCli:
             json.dumps(["a list"]),
         ]
         code, out = self.run(tmp_path, lines, "--preset", "open")
-        assert code == 0 and len(out) == 5
+        # One output line per input line, blank ones included, each carrying its line number.
+        assert code == 0 and len(out) == 6 and [o["line"] for o in out] == [1, 2, 3, 4, 5, 6]
         assert out[0]["reward"] == 2.0 and out[0]["reasons"][1] == "hierarchical:exact"
         assert out[1]["reward"] is None and out[1]["error"]
         assert out[2]["reward"] is None and out[2]["error"].startswith("line 3:") and "unk" in out[2]["error"]
-        assert out[3]["reward"] == 0.0
-        assert out[4]["reward"] is None
-        assert "5 lines, 2 scored, 3 errors" in capsys.readouterr().err
+        assert out[3]["reward"] is None and out[3]["error"] == "line 4: blank line"
+        assert out[4]["reward"] == 0.0
+        assert out[5]["reward"] is None
+        assert "6 lines, 2 scored, 4 errors" in capsys.readouterr().err
 
     def test_paper_with_options_and_override(self, tmp_path):
         line = {"completion": good("B. melanoma (malignant)"), "label": "mel", "source": "ham10000",

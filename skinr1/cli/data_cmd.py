@@ -100,7 +100,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     print(
         f"{report['source']}: {report['total_rows']} rows, {report['mapped']} mapped, {report['unmapped']} unmapped, "
         f"{report['bad_rows']['count']} bad rows; images: {images['usable']} usable, {images['missing']} missing, "
-        f"{images['unreadable']} unreadable ({report['elapsed_s']:.1f} s)"
+        f"{images['outside_images']} outside --images, {images['unreadable']} unreadable ({report['elapsed_s']:.1f} s)"
     )
     print(f"wrote {args.out}/manifest.jsonl ({report['usable']} records); report: {args.out}/report.txt")
     return 0

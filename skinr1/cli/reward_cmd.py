@@ -2,16 +2,20 @@
 
 Input lines: ``{"completion": "...", "label": "...", "source": "ham10000", "options": [...]}``
 (`source` optional; `options`, as texts, dataset labels or node names, required in choice mode).
-Output: one line per input line, in order: ``{"reward", "components", "reasons", "predicted"}``, or
-``{"reward": null, "error": "..."}`` for a line that cannot be scored. Blank lines are skipped.
+Output: exactly one line per input line, in order, each with its input ``"line"`` number:
+``{"line", "reward", "components", "reasons", "predicted"}``, or ``{"line", "reward": null,
+"error": "..."}`` for a line that cannot be scored (blank, invalid or too deeply nested JSON, no
+label, a missing or non-string completion). The output is written atomically: a failed run leaves
+any previous output untouched, and the output may not be the input file itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,48 +30,80 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def score_line(line: str, scorer: Any, resolver: Any) -> dict[str, Any]:
-    """One output object for one input line; errors become ``{"reward": None, "error": ...}``."""
+    """One output object for one input line; errors become ``{"reward": None, "error": ...}``. Never raises."""
     from rewards.scoring import build_sample
+    from skinr1.data.records import parse_json_line
 
+    if not line.strip():
+        return {"reward": None, "error": "blank line"}
     try:
-        record = json.loads(line)
+        record = parse_json_line(line)
         if not isinstance(record, dict):
-            raise ValueError("expected a JSON object")
+            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
         if "label" not in record:
             raise ValueError("missing 'label'")
+        completion = record.get("completion")
+        if completion is None:
+            raise ValueError("missing 'completion'")
+        if not isinstance(completion, str):
+            raise ValueError(f"'completion' must be a string, got {type(completion).__name__}")
         mode = scorer.config.mode
         options = record.get("options") if mode == "choice" else None  # open mode never reads them
-        sample = build_sample(resolver, str(record["label"]), mode, options, record.get("source"))
-    except (ValueError, TypeError) as error:  # json.JSONDecodeError is a ValueError
-        return {"reward": None, "error": str(error)}
-    completion = record.get("completion")
-    return scorer.score(completion if isinstance(completion, str) else "", sample).to_dict()
+        if options is not None and not isinstance(options, list):
+            raise ValueError(f"'options' must be a list, got {type(options).__name__}")
+        source = record.get("source")
+        if source is not None and not isinstance(source, str):
+            raise ValueError(f"'source' must be a string, got {type(source).__name__}")
+        sample = build_sample(resolver, str(record["label"]), mode, options, source)
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as error:
+        return {"reward": None, "error": str(error) or type(error).__name__}
+    return scorer.score(completion, sample).to_dict()
+
+
+def same_file(first: str, second: str) -> bool:
+    """True when both paths name one file: equal after resolving symlinks, or the same inode."""
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # the output does not exist yet
+        return False
+
+
+def scored_lines(source: Any, scorer: Any, resolver: Any, totals: dict[str, float]) -> Iterator[str]:
+    """One JSON line per input line, numbered; `totals` collects counts for the summary."""
+    for number, line in enumerate(source, start=1):
+        result = score_line(line, scorer, resolver)
+        if result["reward"] is None:
+            totals["errors"] += 1
+            result["error"] = f"line {number}: {result['error']}"
+        elif result.get("error"):  # scored 0 because the sample was invalid: still an error
+            totals["errors"] += 1
+        else:
+            totals["scored"] += 1
+            totals["reward"] += result["reward"]
+        yield json.dumps({"line": number, **result})
 
 
 def run_reward(args: argparse.Namespace) -> int:
     from rewards.config import RewardConfig
     from rewards.scoring import RewardScorer
+    from skinr1.data.records import write_lines_atomic
     from skinr1.taxonomy import default_resolver
 
+    if same_file(args.input, args.output):
+        # Opening the output for writing would empty the input before it is read.
+        raise ValueError(f"--output {args.output} is the input file; write the scores elsewhere")
     config = RewardConfig.from_overrides(args.preset, args.override)
     resolver = default_resolver()
     scorer = RewardScorer(config, resolver)
-    scored, errors, total = 0, 0, 0.0
-    with open(args.input, encoding="utf-8", errors="replace") as source, open(args.output, "w", encoding="utf-8") as sink:
-        for number, line in enumerate(source, start=1):
-            if not line.strip():
-                continue
-            result = score_line(line, scorer, resolver)
-            if result["reward"] is None:
-                errors += 1
-                result["error"] = f"line {number}: {result['error']}"
-            else:
-                scored += 1
-                total += result["reward"]
-            sink.write(json.dumps(result) + "\n")
-    mean = total / scored if scored else float("nan")
+    totals = {"scored": 0, "errors": 0, "reward": 0.0}
+    with open(args.input, encoding="utf-8", errors="replace") as source:
+        lines = write_lines_atomic(args.output, scored_lines(source, scorer, resolver, totals))
+    scored, errors = int(totals["scored"]), int(totals["errors"])
+    mean = totals["reward"] / scored if scored else float("nan")
     print(
-        f"skinr1 reward: {scored + errors} lines, {scored} scored, {errors} errors, "
+        f"skinr1 reward: {lines} lines, {scored} scored, {errors} errors, "
         f"mean reward {mean:.4f} (max {config.max_reward:g}, preset {args.preset})",
         file=sys.stderr,
     )

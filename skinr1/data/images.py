@@ -1,29 +1,43 @@
 """Safe image decoding for datasets and uploads: validate, convert to RGB, resize to pixel bounds.
 
 Everything that reaches a vision model goes through `load_image`, so odd files fail here with one
-clear reason instead of deep inside a processor: zero-byte files, text files named .jpg, truncated
-downloads and decompression bombs raise `ImageError`; every odd pixel mode (alpha, palette, CMYK,
-16-bit, float) comes out as 8-bit RGB. `check_image` runs the same decode for dataset preparation
-and reports instead of raising.
+clear reason instead of deep inside a processor or the engine: zero-byte files, text files named
+.jpg, truncated downloads, decompression bombs, damaged chunks and aspect ratios the engine refuses
+raise `ImageError` (the bounded decode path lives in `image_decode`); every odd pixel mode (alpha,
+palette, CMYK, 16-bit, float) comes out as 8-bit RGB. `check_image` runs the same decode for
+dataset preparation and reports instead of raising.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import os
-import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-# Pillow warns above this many pixels and refuses above twice as many; we treat the warning
-# threshold as a hard cap by default because no dermatology photo legitimately comes close.
-DEFAULT_MAX_PIXELS = 89_478_485
+from skinr1.data.image_decode import (  # re-exported: the public API of image decoding
+    DECODE_CONCURRENCY_ENV,
+    DEFAULT_DECODE_CONCURRENCY,
+    DEFAULT_MAX_PIXELS,
+    ENGINE_MAX_PIXELS,
+    MAX_ASPECT_RATIO,
+    UNGATED_MAX_PIXELS,
+    ImageError,
+    ImageSource,
+    bounded_decode,
+    check_aspect,
+    decode_concurrency,
+    set_decode_concurrency,
+)
+
+__all__ = [
+    "DECODE_CONCURRENCY_ENV", "DEFAULT_DECODE_CONCURRENCY", "DEFAULT_MAX_PIXELS", "ENGINE_MAX_PIXELS",
+    "MAX_ASPECT_RATIO", "QWEN_FACTOR", "SUPPORTED_MODES", "UNGATED_MAX_PIXELS", "ImageCheck", "ImageError", "ImageSource",
+    "check_image", "decode_concurrency", "decode_image", "image_size", "load_image", "pixel_bounds_size",
+    "resize_to_pixel_bounds", "set_decode_concurrency", "to_rgb",
+]
 
 # Qwen2.5-VL: 14-pixel patches merged 2x2, so both sides must be multiples of 28.
 QWEN_FACTOR = 28
@@ -33,22 +47,6 @@ SUPPORTED_MODES = frozenset(
     {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV",
      "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 )
-
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview]
-
-# `warnings.catch_warnings` swaps the process-wide filter list and restores it on exit; two threads
-# decoding at once (a server decoding uploads in a thread pool) could restore each other's filters
-# and leave the "error" filter on, or lose it. Decoding under this lock keeps the swap atomic.
-_WARNINGS_LOCK = threading.Lock()
-
-
-class ImageError(ValueError):
-    """An image that cannot be used; `kind` is a short machine-readable category for reports."""
-
-    def __init__(self, kind: str, reason: str):
-        super().__init__(f"{kind}: {reason}")
-        self.kind = kind
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -64,29 +62,9 @@ class ImageCheck:
 
 
 # --------------------------------------------------------------------------- decoding
-def _read_source(source: ImageSource, max_bytes: int | None) -> tuple[io.BytesIO | str, str]:
-    """Return something Pillow can open plus a label for messages; size checks happen here."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        if not data:
-            raise ImageError("empty", "zero-byte upload")
-        if max_bytes is not None and len(data) > max_bytes:
-            raise ImageError("file_too_large", f"{len(data)} bytes exceeds the {max_bytes}-byte limit")
-        return io.BytesIO(data), "<bytes>"
-    path = os.fspath(source)
-    try:
-        size = os.stat(path).st_size
-    except FileNotFoundError:
-        raise ImageError("missing", f"no such file: {path}") from None
-    except OSError as error:
-        raise ImageError("unreadable", f"cannot stat {path}: {error.strerror or error}") from None
-    if not os.path.isfile(path):
-        raise ImageError("unreadable", f"not a regular file: {path}")
-    if size == 0:
-        raise ImageError("empty", f"zero-byte file: {path}")
-    if max_bytes is not None and size > max_bytes:
-        raise ImageError("file_too_large", f"{size} bytes exceeds the {max_bytes}-byte limit: {path}")
-    return path, path
+def _check_mode(image: Image.Image) -> None:
+    if image.mode not in SUPPORTED_MODES:
+        raise ImageError("unsupported_mode", f"pixel mode {image.mode!r}")
 
 
 def decode_image(
@@ -94,85 +72,72 @@ def decode_image(
 ) -> Image.Image:
     """Open and fully decode an image (any mode); raise `ImageError` for anything unusable.
 
-    `.load()` forces the whole pixel stream through the decoder, which is the only way to notice a
-    truncated file: `Image.open` reads just the header.
+    The header is checked first (format, size, aspect ratio, `max_pixels`); a JPEG above the cap
+    decodes at a reduced scale (so `.size` may be smaller than stored), anything else above it is
+    refused. `.load()` then forces the whole pixel stream through the decoder, the only way to
+    notice a truncated file.
     """
-    handle, label = _read_source(source, max_bytes)
-    # Pillow signals over-large images with a warning first; make it an error here (only here).
-    with _WARNINGS_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(handle)
-        except UnidentifiedImageError:
-            raise ImageError("not_an_image", f"not a recognised image format: {label}") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ImageError("decompression_bomb", f"{label}: {error}") from None
-        except OSError as error:
-            raise ImageError(_os_error_kind(error, "unreadable"), f"{label}: {error}") from None
-        width, height = image.size
-        if width <= 0 or height <= 0:
-            raise ImageError("corrupt", f"{label}: declared size {width}x{height}")
-        if max_pixels is not None and width * height > max_pixels:
-            raise ImageError(
-                "decompression_bomb", f"{label}: {width}x{height} = {width * height} pixels exceeds the cap of {max_pixels}"
-            )
-        try:
-            image.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ImageError("decompression_bomb", f"{label}: {error}") from None
-        except OSError as error:
-            raise ImageError(_os_error_kind(error, "corrupt"), f"{label}: {error}") from None
-        except (SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as error:
-            # Pillow's plugins raise a zoo of exception types for damaged streams.
-            raise ImageError("corrupt", f"{label}: {type(error).__name__}: {error}") from None
-    if image.mode not in SUPPORTED_MODES:
-        raise ImageError("unsupported_mode", f"{label}: pixel mode {image.mode!r}")
-    return image
-
-
-def _os_error_kind(error: OSError, default: str) -> str:
-    # Pillow reports cut-off files as OSError("image file is truncated" / "Truncated File Read").
-    return "truncated" if "truncat" in str(error).lower() else default
+    with bounded_decode(source, max_bytes, max_pixels) as (image, _):
+        _check_mode(image)
+        return image
 
 
 def check_image(path: ImageSource, max_bytes: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageCheck:
     """Decode `path` like `load_image` would and report the outcome instead of raising."""
     try:
-        image = decode_image(path, max_bytes=max_bytes, max_pixels=max_pixels)
+        with bounded_decode(path, max_bytes, max_pixels) as (image, (width, height)):
+            with image:
+                _check_mode(image)
+                return ImageCheck(ok=True, width=width, height=height, mode=image.mode)
     except ImageError as error:
         return ImageCheck(ok=False, reason=str(error), kind=error.kind)
-    try:
-        return ImageCheck(ok=True, width=image.width, height=image.height, mode=image.mode)
-    finally:
-        image.close()
 
 
 # --------------------------------------------------------------------------- conversion
-def _scale_to_uint8(values: np.ndarray, full_scale: float | None) -> np.ndarray:
-    """Map numeric pixels to 0-255: divide by the type's full scale, or stretch min..max when unknown."""
-    data = values.astype(np.float64)
-    if full_scale is None:
-        low, high = float(np.nanmin(data)), float(np.nanmax(data))
-        data = (data - low) / (high - low) if high > low else np.zeros_like(data)
-    else:
-        data = data / full_scale
-    return np.clip(np.rint(np.nan_to_num(data) * 255.0), 0, 255).astype(np.uint8)
+# 16-bit value -> nearest 8-bit value (v * 255 / 65535 = v / 257, exact in integers): one table
+# lookup per pixel instead of a float64 copy eight times the image's size.
+_SIXTEEN_TO_EIGHT = ((np.arange(65536, dtype=np.uint32) + 128) // 257).astype(np.uint8)
+# Rows converted per step when arithmetic is needed (32-bit integer and float images).
+_CHUNK_PIXELS = 1 << 20
+
+
+def _scale_rows(values: np.ndarray, low: float, span: float | None) -> np.ndarray:
+    """(values - low) / span mapped to 0-255 (span None: values are already 0-255), a band of rows
+    at a time so the float64 scratch space stays ~8 MB whatever the image size."""
+    out = np.empty(values.shape, dtype=np.uint8)
+    step = max(1, _CHUNK_PIXELS // max(values.shape[1], 1))
+    for row in range(0, values.shape[0], step):
+        band = values[row : row + step].astype(np.float64)
+        if span is not None:
+            band = (band - low) / span if span > 0 else np.zeros_like(band)
+            band *= 255.0
+        out[row : row + step] = np.clip(np.rint(np.nan_to_num(band)), 0, 255)
+    return out
 
 
 def _wide_to_rgb(image: Image.Image) -> Image.Image:
     """16-bit, 32-bit integer and float greyscale -> RGB without the clipping `convert('L')` does."""
     values = np.asarray(image)
     if image.mode.startswith("I;16"):
-        full_scale: float | None = 65535.0  # the type's range: dark 16-bit images stay dark
+        # The type's range: dark 16-bit images stay dark.
+        grey = _SIXTEEN_TO_EIGHT[values]
     elif image.mode == "I":
         # Pillow stores 8- and 16-bit greyscale in 32-bit "I" for some formats; infer the range.
         low, high = int(values.min()), int(values.max())
-        full_scale = 255.0 if 0 <= low and high <= 255 else 65535.0 if 0 <= low and high <= 65535 else None
+        if 0 <= low and high <= 255:
+            grey = values.astype(np.uint8)
+        elif 0 <= low and high <= 65535:
+            grey = _SIXTEEN_TO_EIGHT[values]
+        else:
+            grey = _scale_rows(values, low, high - low)
     else:  # "F": floats are usually 0..1 intensities; anything else gets stretched
         finite = values[np.isfinite(values)]
-        inside_unit = finite.size > 0 and finite.min() >= 0.0 and finite.max() <= 1.0
-        full_scale = 1.0 if inside_unit else None
-    return Image.fromarray(_scale_to_uint8(values, full_scale), mode="L").convert("RGB")
+        if finite.size and finite.min() >= 0.0 and finite.max() <= 1.0:
+            grey = _scale_rows(values, 0.0, 1.0)
+        else:
+            low = float(finite.min()) if finite.size else 0.0
+            grey = _scale_rows(values, low, (float(finite.max()) - low) if finite.size else 0.0)
+    return Image.fromarray(grey, mode="L").convert("RGB")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -191,7 +156,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return Image.alpha_composite(background, rgba).convert("RGB")
     try:
         return image.convert("RGB")
-    except (ValueError, OSError) as error:
+    except Exception as error:  # noqa: BLE001 - a plugin's odd palette or mode, whatever it raises
         raise ImageError("unsupported_mode", f"cannot convert mode {mode!r} to RGB: {error}") from None
 
 
@@ -272,17 +237,54 @@ def load_image(
     """Decode a file or an upload's bytes into an upright 8-bit RGB image.
 
     `min_pixels`/`max_pixels` are the model's resize bounds (nothing is resized when both are
-    None); `pixel_cap` is the decompression-bomb limit on the stored image. Raises `ImageError`.
+    None); a large JPEG decodes directly at the smallest DCT scale that still covers the resized
+    size. `pixel_cap` bounds the pixels decoded (see `decode_image`). Raises `ImageError` for any
+    unusable input, including aspect ratios of `MAX_ASPECT_RATIO` or more. At most
+    `decode_concurrency()` images above `UNGATED_MAX_PIXELS` decode and convert at once per
+    process; the rest wait.
     """
-    image = decode_image(path_or_bytes, max_bytes=max_bytes, max_pixels=pixel_cap)
-    try:
-        # Phone photos (PAD-UFES-20, uploads) store rotation in EXIF; the model must see them upright.
-        image = ImageOps.exif_transpose(image)
-    except (ValueError, OSError, SyntaxError, TypeError):
-        pass  # a broken EXIF block is not a reason to reject pixels that decoded fine
-    rgb = to_rgb(image)
+    fit = None
     if min_pixels is not None or max_pixels is not None:
-        rgb = resize_to_pixel_bounds(rgb, min_pixels, max_pixels, factor=factor)
+        # Bad bounds are a ValueError (a setting), raised before any decoding, never an ImageError.
+        pixel_bounds_size(factor, factor, min_pixels, max_pixels, factor)
+
+        def fit(width: int, height: int) -> tuple[int, int]:
+            target_h, target_w = pixel_bounds_size(height, width, min_pixels, max_pixels, factor)
+            return target_w, target_h
+
+    with bounded_decode(path_or_bytes, max_bytes, pixel_cap, fit) as (image, stored):
+        _check_mode(image)
+        rgb = _upright_rgb(image, stored, min_pixels, max_pixels, factor, path_or_bytes)
+    check_aspect(rgb.width, rgb.height, "the resized image")
+    return rgb
+
+
+def _upright_rgb(
+    image: Image.Image, stored: tuple[int, int], min_pixels, max_pixels, factor: int, source: ImageSource
+) -> Image.Image:
+    """Rotate per EXIF, convert to RGB and resize to the bounds of the *stored* size: a JPEG decoded
+    at reduced scale ends at exactly the size a full decode would (what `fed_size` predicts)."""
+    label = source if isinstance(source, (str, Path)) else "<bytes>"
+    try:
+        decoded = image.size
+        try:
+            # Phone photos (PAD-UFES-20, uploads) store rotation in EXIF; the model must see them upright.
+            # In place: the default returns a full copy even when there is nothing to rotate.
+            ImageOps.exif_transpose(image, in_place=True)
+        except Exception:  # noqa: BLE001 - a broken EXIF block is no reason to reject pixels that decoded fine
+            pass
+        width, height = stored if image.size == decoded else stored[::-1]
+        rgb = to_rgb(image)
+        if min_pixels is not None or max_pixels is not None:
+            target_h, target_w = pixel_bounds_size(height, width, min_pixels, max_pixels, factor)
+            if rgb.size != (target_w, target_h):
+                rgb = rgb.resize((target_w, target_h), Image.Resampling.BICUBIC)
+    except ImageError:
+        raise
+    except MemoryError:
+        raise ImageError("decompression_bomb", f"{label}: out of memory while converting {image.width}x{image.height} pixels") from None
+    except Exception as error:  # noqa: BLE001 - conversion of a decoded image must not crash callers
+        raise ImageError("corrupt", f"{label}: {type(error).__name__} while converting: {error}") from None
     return rgb
 
 

@@ -5,8 +5,10 @@ Outputs in OUT/:
 * manifest.jsonl  records whose label maps onto the taxonomy and whose image is present (and,
                   with check_images, decodes);
 * rejected.jsonl  every other record, with `extra.reject = {"kind", "reason"}` (unmapped label,
-                  missing image, unreadable image) - nothing is dropped silently;
-* bad_rows.jsonl  rows that did not even make a record (malformed CSV line, bad one-hot, ...);
+                  missing image, image outside the images folder, unreadable image) - nothing is
+                  dropped silently;
+* bad_rows.jsonl  rows that did not even make a record (malformed CSV/JSON line, bad one-hot,
+                  duplicate id, ...), each with its line number;
 * report.json / report.txt  counts per node, level, reason (see `report.py`).
 """
 
@@ -18,6 +20,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -25,9 +28,9 @@ from typing import Any, Iterable, Mapping
 from tqdm import tqdm
 
 from skinr1.data.images import DEFAULT_MAX_PIXELS, ImageCheck, check_image
-from skinr1.data.readers import BadRow, read_manifest
+from skinr1.data.readers import BadRow, read_numbered_manifest
 from skinr1.data.records import Record, write_jsonl, write_lines_atomic, write_text_atomic
-from skinr1.data.report import MISSING, UNMAPPED, PrepareReport, render_text
+from skinr1.data.report import MISSING, OUTSIDE, UNMAPPED, PrepareReport, render_text
 from skinr1.taxonomy import LabelResolver
 
 # Below this many images a process pool costs more to start than it saves.
@@ -91,7 +94,33 @@ def _check_images(paths: list[str], workers: int, max_pixels: int | None, progre
 
 
 def _check_one(path: str, max_pixels: int | None) -> ImageCheck:
-    return check_image(path, max_pixels=max_pixels)
+    try:
+        return check_image(path, max_pixels=max_pixels)
+    except Exception as error:  # noqa: BLE001 - one image must never end the run without a report
+        return ImageCheck(ok=False, reason=f"{type(error).__name__}: {error}", kind="corrupt")
+
+
+def outside_root(path: str, root: str) -> str | None:
+    """Why `path` is not an image under `root` (lexically, then after resolving symlinks), or None.
+
+    Manifests are data, not instructions: '../', absolute paths elsewhere and symlinks leading out
+    of the images folder would let a manifest publish any readable file as a training image.
+    """
+    if not _within(os.path.normpath(os.path.abspath(path)), os.path.normpath(root)):
+        return f"{path} is outside the images folder {root}"
+    real = os.path.realpath(path)
+    if not _within(real, _real_root(root)):
+        return f"{path} resolves to {real}, outside the images folder {root}"
+    return None
+
+
+@lru_cache(maxsize=8)
+def _real_root(root: str) -> str:
+    return os.path.realpath(root)  # once per run, not once per record
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _disabled(progress: bool | None) -> bool | None:
@@ -130,7 +159,7 @@ def prepare(
         resolver = default_resolver()
     images_root = os.path.abspath(images_dir)
     out = Path(out_dir)
-    items = read_manifest(source, manifest, images_root, resolver=resolver, options=options)
+    items = read_numbered_manifest(source, manifest, images_root, resolver=resolver, options=options)
     report = PrepareReport(
         resolver.taxonomy,
         {
@@ -157,21 +186,22 @@ def prepare(
 
 
 def _collect(
-    items: Iterable[Record | BadRow], report: PrepareReport, progress: bool | None
+    items: Iterable[tuple[int, Record | BadRow]], report: PrepareReport, progress: bool | None
 ) -> tuple[list[Record], list[Record], list[BadRow]]:
-    """Split reader output into mapped records, rejected (unmapped) records and bad rows."""
+    """Split numbered reader output into mapped records, rejected (unmapped) records and bad rows."""
     mapped: list[Record] = []
     rejected: list[Record] = []
     bad_rows: list[BadRow] = []
-    seen: set[str] = set()
-    for item in tqdm(items, desc="reading rows", unit="row", file=sys.stderr, disable=_disabled(progress)):
+    first_line: dict[str, int] = {}
+    for line, item in tqdm(items, desc="reading rows", unit="row", file=sys.stderr, disable=_disabled(progress)):
         if isinstance(item, BadRow):
             bad = item
-        elif item.record_id in seen:
+        elif item.record_id in first_line:
             # Two rows claiming one id would make trajectories and eval results ambiguous.
-            bad = BadRow(-1, f"duplicate record id {item.record_id}", {"image": item.image}, kind="duplicate_id")
+            reason = f"duplicate record id {item.record_id} (first on line {first_line[item.record_id]})"
+            bad = BadRow(line, reason, {"image": item.image}, kind="duplicate_id")
         else:
-            seen.add(item.record_id)
+            first_line[item.record_id] = line
             report.add_record(item)
             if item.mapped:
                 mapped.append(item)
@@ -197,8 +227,14 @@ def _sort_images(
     locator = ImageLocator(images_root)
     present: list[Record] = []
     for record in mapped:
-        found, why = locator.locate(record.image)
-        if found is None:
+        outside = outside_root(record.image, images_root)
+        found, why = (None, None) if outside else locator.locate(record.image)
+        if found is not None:
+            outside = outside_root(found, images_root)
+        if outside:
+            report.add_image_outcome(record, OUTSIDE, outside)
+            rejected.append(_rejected(record, OUTSIDE, outside))
+        elif found is None:
             report.add_image_outcome(record, MISSING, why)
             rejected.append(_rejected(record, MISSING, why or "missing"))
         else:

@@ -16,6 +16,40 @@ from typing import Any, Iterable
 
 # Split name used when a source dataset ships no official split.
 DEFAULT_SPLIT = "all"
+# Deepest nesting a JSON Lines line may have. Manifests and reward inputs are a few levels deep;
+# a far deeper line is malformed, and would exhaust the recursion limit wherever it is re-encoded.
+MAX_JSON_DEPTH = 64
+
+
+class JsonLineError(ValueError):
+    """One line of a JSON Lines file that cannot be used: invalid JSON or nested too deeply."""
+
+
+def parse_json_line(line: str) -> Any:
+    """`json.loads` for one line of untrusted input; `JsonLineError` for anything unusable."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise JsonLineError(f"invalid JSON: {error.msg}") from None
+    except RecursionError:
+        raise JsonLineError(f"invalid JSON: nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError as error:  # e.g. an integer literal longer than Python's digit limit
+        raise JsonLineError(f"invalid JSON: {error}") from None
+    # Only a line with many brackets can be deep: the cheap count spares normal lines the walk.
+    if line.count("[") + line.count("{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
+        raise JsonLineError(f"invalid JSON: nested more than {MAX_JSON_DEPTH} levels deep")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 @dataclass
@@ -73,7 +107,7 @@ def read_jsonl(path: str | Path) -> list[Record]:
             if not line.strip():
                 continue
             try:
-                records.append(Record.from_dict(json.loads(line)))
+                records.append(Record.from_dict(parse_json_line(line)))
             except (ValueError, TypeError) as error:
                 raise ValueError(f"{path}:{number}: not a valid Record: {error}") from error
     return records

@@ -1,8 +1,8 @@
 """What `skinr1 data prepare` found: counts per node, level and reason, as JSON and readable text.
 
 The report is the audit trail of a dataset conversion: every input row ends up counted exactly
-once, as a bad row, an unmapped record, a record whose image is missing or unreadable, or a
-usable record in the manifest.
+once, as a bad row (with its line number), an unmapped record, a record whose image is missing,
+outside the images folder or unreadable, or a usable record in the manifest.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ EXAMPLES = 10  # how many example rows/paths each section keeps
 
 # Reject kinds that are about the image rather than the label.
 MISSING = "missing_image"
+OUTSIDE = "outside_images"
 UNMAPPED = "unmapped"
 
 
@@ -103,7 +104,8 @@ class PrepareReport:
             per_level[str(self.taxonomy.depth(node_id))] += stats.count
         bad_kinds = Counter(b.kind for b in self.bad_rows)
         missing = self.image_problems.get(MISSING, 0)
-        unreadable = {k: v for k, v in self.image_problems.items() if k != MISSING}
+        outside = self.image_problems.get(OUTSIDE, 0)
+        unreadable = {k: v for k, v in self.image_problems.items() if k not in (MISSING, OUTSIDE)}
         return {
             **self.header,
             "total_rows": self.records + len(self.bad_rows),
@@ -135,6 +137,8 @@ class PrepareReport:
                 "usable": self.usable,
                 "missing": missing,
                 "missing_examples": [e["image"] for e in self.image_examples.get(MISSING, [])],
+                "outside_images": outside,
+                "outside_examples": [e["image"] for e in self.image_examples.get(OUTSIDE, [])],
                 "unreadable": sum(unreadable.values()),
                 "unreadable_by_reason": dict(sorted(unreadable.items())),
                 "unreadable_examples": [e for k in sorted(unreadable) for e in self.image_examples[k]],
@@ -175,6 +179,7 @@ def render_text(report: dict[str, Any]) -> str:
         f"images of mapped records ({'decoded' if report['images']['checked_decode'] else 'existence only'})",
         f"  usable      {report['images']['usable']:>8}   -> manifest.jsonl",
         f"  missing     {report['images']['missing']:>8}",
+        f"  outside     {report['images'].get('outside_images', 0):>8}   (path leaves the images folder)",
         f"  unreadable  {report['images']['unreadable']:>8}",
         f"rejected      {report['rejected']:>8}   -> rejected.jsonl",
         "",
@@ -190,6 +195,9 @@ def render_text(report: dict[str, Any]) -> str:
     images = report["images"]
     if images["missing"]:
         lines += ["", f"missing images ({images['missing']}), e.g.:"] + [f"  {p}" for p in images["missing_examples"]]
+    if images.get("outside_images"):
+        lines += ["", f"images outside the images folder ({images['outside_images']}), refused, e.g.:"]
+        lines += [f"  {p}" for p in images["outside_examples"]]
     if images["unreadable"]:
         lines += ["", "unreadable images by reason:"]
         lines += [f"  {count:>6}  {kind}" for kind, count in images["unreadable_by_reason"].items()]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from skinr1.data.readers.base import BadRow, ManifestError, RowError, RowFields, SourceFormat, read_rows
+from skinr1.data.readers.base import BadRow, ManifestError, RowError, RowFields, SourceFormat, read_numbered_rows, read_rows
 from skinr1.data.readers.challenges import DERM12345, ISBI2016, ISIC2018, ISIC2020
 from skinr1.data.readers.clinical import DDI, DERM7PT, FITZPATRICK17K, PAD_UFES_20
 from skinr1.data.readers.folders import DERMNET, MSLD
@@ -42,6 +42,7 @@ __all__ = [
     "SourceFormat",
     "format_for",
     "read_manifest",
+    "read_numbered_manifest",
 ]
 
 
@@ -63,8 +64,19 @@ def read_manifest(
     options: Mapping[str, Any] | None = None,
 ) -> Iterator[Record | BadRow]:
     """Read `manifest` in the format of `source`; see `base.read_rows` for what is yielded."""
+    return (item for _, item in read_numbered_manifest(source, manifest, images_dir, resolver, options))
+
+
+def read_numbered_manifest(
+    source: str,
+    manifest: str | Path,
+    images_dir: str | Path | None = None,
+    resolver: LabelResolver | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Iterator[tuple[int, Record | BadRow]]:
+    """`read_manifest` with each item's line number (position, for folder formats)."""
     if resolver is None:
         from skinr1.taxonomy import default_resolver
 
         resolver = default_resolver()
-    return read_rows(format_for(source), manifest, images_dir, resolver, options)
+    return read_numbered_rows(format_for(source), manifest, images_dir, resolver, options)

@@ -246,7 +246,18 @@ def read_rows(
     resolver: LabelResolver,
     options: Mapping[str, Any] | None = None,
 ) -> Iterator[Record | BadRow]:
-    """Yield one Record (mapped or not) or one BadRow per data row of `manifest`.
+    """Yield one Record (mapped or not) or one BadRow per data row of `manifest` (see `read_numbered_rows`)."""
+    return (item for _, item in read_numbered_rows(fmt, manifest, images_dir, resolver, options))
+
+
+def read_numbered_rows(
+    fmt: SourceFormat,
+    manifest: str | Path,
+    images_dir: str | Path | None,
+    resolver: LabelResolver,
+    options: Mapping[str, Any] | None = None,
+) -> Iterator[tuple[int, Record | BadRow]]:
+    """Yield (line number, Record or BadRow) per data row of `manifest`.
 
     Whole-file problems (missing file, wrong columns, bad options) raise `ManifestError` right
     away, before iteration; any exception while handling a single row becomes a BadRow so one
@@ -273,11 +284,11 @@ def read_rows(
 
 def _generate(
     fmt: SourceFormat, rows: RowIterator, images: Path, labels: LabelCache, options: dict[str, Any], setup: dict[str, Any]
-) -> Iterator[Record | BadRow]:
+) -> Iterator[tuple[int, Record | BadRow]]:
     default_split = str(options.get("split") or DEFAULT_SPLIT)
     for index, (line, row) in enumerate(rows):
         if ERROR_KEY in row:
-            yield BadRow(line, row[ERROR_KEY], {"cells": row.get(CELLS_KEY, [])}, kind="malformed_row")
+            yield line, BadRow(line, row[ERROR_KEY], {"cells": row.get(CELLS_KEY, [])}, kind="malformed_row")
             continue
         try:
             fields_ = fmt.row_fields(row, RowContext(index=index, options=options, setup=setup))
@@ -287,7 +298,7 @@ def _generate(
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             # A bug or a shape no format function anticipated: still one bad row, not a crash.
             item = BadRow(line, f"{type(error).__name__}: {error}", _short_row(row), kind=type(error).__name__)
-        yield item
+        yield line, item
 
 
 def _short_row(row: Mapping[str, Any], limit: int = 12) -> dict[str, Any]:

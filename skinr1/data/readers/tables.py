@@ -7,9 +7,10 @@ key instead of raising, so the reader can report it as a bad row and carry on.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any, Iterator
+
+from skinr1.data.records import JsonLineError, parse_json_line
 
 
 class ManifestError(ValueError):
@@ -38,8 +39,8 @@ def read_columns(path: Path) -> list[str]:
             for line in handle:
                 if line.strip():
                     try:
-                        first = json.loads(line)
-                    except json.JSONDecodeError:
+                        first = parse_json_line(line)
+                    except JsonLineError:
                         return []
                     return list(first) if isinstance(first, dict) else []
         return []
@@ -90,9 +91,9 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                yield number, {ERROR_KEY: f"invalid JSON: {error.msg}"}
+                value = parse_json_line(line)
+            except JsonLineError as error:
+                yield number, {ERROR_KEY: str(error)}
                 continue
             if not isinstance(value, dict):
                 yield number, {ERROR_KEY: f"expected a JSON object, got {type(value).__name__}"}
