@@ -4,10 +4,12 @@ Local clusters must never listen beyond loopback: `RAY_ENABLE_WINDOWS_OR_OSX_CLU
 Ray process (GCS, raylet, workers, dashboard agent) bind to 127.0.0.1. Under `ray job submit`
 the entrypoint already has `RAY_ADDRESS` set and we join that cluster instead of starting one.
 
-A local node also runs with Ray's token authentication (`RAY_AUTH_MODE=token`; Ray generates
-~/.ray/auth_token if there is none), so another local user cannot submit work to it through its
-loopback ports. An explicit RAY_AUTH_MODE in the environment is respected. Joining a cluster takes
-the cluster's mode from the environment its launcher set (clusters/: token everywhere).
+A local node also runs with Ray's token authentication: Ray (>= 2.59) turns it on for a new local
+`ray.init` unless RAY_AUTH_MODE says otherwise, and generates ~/.ray/auth_token if there is none, so
+another local user cannot submit work to it through its loopback ports. It is left to Ray on
+purpose: setting RAY_AUTH_MODE here, after Ray has read its config in this process, would start the
+node in token mode while this driver still talks to it without a token. Joining a cluster takes the
+cluster's mode from the environment its launcher set (clusters/: token everywhere).
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ LOOPBACK = "127.0.0.1"
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 # vLLM's engine picks the machine's address for its internal message queues unless told otherwise.
 LOCAL_NODE_ENV = {**LOOPBACK_ENV, "VLLM_HOST_IP": LOOPBACK}
-AUTH_MODE_VAR = "RAY_AUTH_MODE"
-LOCAL_AUTH_MODE = "token"
 
 
 def loopback_environment() -> dict[str, str]:
@@ -58,8 +58,6 @@ def init_ray(
     env_vars = dict(LOOPBACK_ENV if address else LOCAL_NODE_ENV)
     if not address:
         os.environ.setdefault("VLLM_HOST_IP", LOOPBACK)
-        # Read by ray.init before the node starts; its processes inherit it.
-        os.environ.setdefault(AUTH_MODE_VAR, LOCAL_AUTH_MODE)
     runtime_env = dict(runtime_env or {})
     if log_dir is not None:
         from skinr1.logs import runtime_env_for_logs

@@ -51,8 +51,8 @@ def test_init_ray_sets_loopback_environment(monkeypatch):
 
 @pytest.mark.slow
 def test_local_ray_runs_with_token_authentication(ray_local):
-    """The local node demands Ray's auth token (skinr1.cluster sets RAY_AUTH_MODE=token unless the
-    environment says otherwise), and its worker processes run in the same mode."""
+    """The local node demands Ray's auth token (Ray's default for a new local node, which
+    skinr1.cluster keeps), and its worker processes run in the same mode."""
     import os
 
     import ray
