@@ -29,6 +29,11 @@ Options:
       --dry-run           print the command instead of running it
   -h, --help              show this text
 
+The clusters in clusters/ run Ray with token authentication, so the `ray job` commands run with
+RAY_AUTH_MODE=token (unless RAY_AUTH_MODE is set) and send the cluster's token: RAY_AUTH_TOKEN, or
+~/.ray/auth_token (the token `ray up` copied to the nodes). For KubeRay:
+  RAY_AUTH_TOKEN="$(kubectl get secret skinr1-ray-auth -o jsonpath='{.data.auth_token}' | base64 -d)"
+
 Everything else (or everything after --) goes to skinr1 as config overrides, for example
   clusters/submit.sh -a http://127.0.0.1:8265 -- run_dir=/mnt/shared/skinr1/runs/paper-1 rl.learner.num_ranks=8
 Submitting again with the same run_dir resumes from its last checkpoint (give a new --id).
@@ -59,6 +64,10 @@ python_with_yaml() {
     fi
     echo python3
 }
+
+# The clusters this repository launches demand Ray's auth token on every request (docs/cluster.md,
+# "What is exposed where"); a cluster without authentication needs RAY_AUTH_MODE=disabled, said out loud.
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
 
 address="${RAY_ADDRESS:-}"
 config="skinr1/configs/paper.yaml"

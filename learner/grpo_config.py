@@ -10,6 +10,8 @@ from learner.lora import LoraSettings
 from learner.optim import DeepSpeedSettings
 from rollout.pool import ActorResources
 from rollout.sampling import SamplingSettings
+from skinr1.config.checks import SettingError, above, at_least, one_of, optional_at_least, resource_amounts, within
+from skinr1.prompts.format import MODES
 
 SYNC_BACKENDS = ("object_store", "shared_memory")
 LORA_SYNC_FORMATS = ("adapter", "merged")
@@ -42,12 +44,17 @@ class RolloutConfig:
     """No CUDA graphs (required on CPU)."""
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min_workers <= self.max_workers:
-            raise ValueError(f"need 1 <= rollout.min_workers <= rollout.max_workers, got {self.min_workers}, {self.max_workers}")
+        at_least("rl.rollout.min_workers", self.min_workers, 1)
+        if not self.min_workers <= self.max_workers:
+            raise SettingError("rl.rollout.max_workers", f"must be >= rl.rollout.min_workers ({self.min_workers}), got {self.max_workers}")
         if not self.min_workers <= self.num_workers <= self.max_workers:
-            raise ValueError(f"rollout.num_workers {self.num_workers} outside [{self.min_workers}, {self.max_workers}]")
-        if self.placement_timeout_s < 0 or self.startup_timeout_s <= 0:
-            raise ValueError("rollout.placement_timeout_s must be >= 0 and rollout.startup_timeout_s > 0")
+            raise SettingError("rl.rollout.num_workers", f"must be in [{self.min_workers}, {self.max_workers}] (min_workers, max_workers), got {self.num_workers}")
+        at_least("rl.rollout.placement_timeout_s", self.placement_timeout_s, 0)
+        above("rl.rollout.startup_timeout_s", self.startup_timeout_s, 0)
+        at_least("rl.rollout.tensor_parallel_size", self.tensor_parallel_size, 1)
+        within("rl.rollout.gpu_memory_utilization", self.gpu_memory_utilization, 0, 1, low_open=True)
+        # vLLM engines refuse shorter contexts (rollout.engine.EngineSettings).
+        at_least("rl.rollout.max_model_len", self.max_model_len, 64)
 
 
 @dataclass
@@ -84,12 +91,14 @@ class LearnerConfig:
     """Full fine-tuning: keep the frozen reference copy in host memory."""
 
     def __post_init__(self) -> None:
-        if self.num_ranks < 1 or self.micro_batch_size < 1 or self.updates_per_step < 1:
-            raise ValueError("learner.num_ranks, micro_batch_size and updates_per_step must be >= 1")
-        if not 0 < self.gpus_per_rank <= 1:
-            raise ValueError(f"learner.gpus_per_rank must be in (0, 1], got {self.gpus_per_rank}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learner.learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("num_ranks", "micro_batch_size", "updates_per_step"):
+            at_least(f"rl.learner.{name}", getattr(self, name), 1)
+        at_least("rl.learner.cpus_per_rank", self.cpus_per_rank, 0)
+        within("rl.learner.gpus_per_rank", self.gpus_per_rank, 0, 1, low_open=True)
+        resource_amounts("rl.learner.custom_resources", self.custom_resources)
+        above("rl.learner.learning_rate", self.learning_rate, 0)
+        within("rl.learner.warmup_ratio", self.warmup_ratio, 0, 1, high_open=True)
+        at_least("rl.learner.weight_decay", self.weight_decay, 0)
 
 
 @dataclass
@@ -124,16 +133,17 @@ class LossConfig:
     """Extra generation rounds per step to replace filtered groups."""
 
     def __post_init__(self) -> None:
-        if self.advantage_scaling not in ADVANTAGE_SCALINGS:
-            raise ValueError(f"loss.advantage_scaling must be one of {ADVANTAGE_SCALINGS}")
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"loss.kl_estimator must be one of {KL_ESTIMATORS}")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"loss.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
-        if not self.std_epsilon >= 0:
-            raise ValueError(f"loss.std_epsilon must be >= 0, got {self.std_epsilon}")
-        if self.clip_low < 0 or self.clip_high < 0 or self.kl_beta < 0 or self.std_floor <= 0:
-            raise ValueError("clip ranges and kl_beta must be >= 0, std_floor > 0")
+        one_of("rl.loss.advantage_scaling", self.advantage_scaling, ADVANTAGE_SCALINGS)
+        one_of("rl.loss.kl_estimator", self.kl_estimator, KL_ESTIMATORS)
+        one_of("rl.loss.aggregation", self.aggregation, AGGREGATIONS)
+        above("rl.loss.std_floor", self.std_floor, 0)
+        at_least("rl.loss.std_epsilon", self.std_epsilon, 0)
+        # The ratio is clipped to [1 - clip_low, 1 + clip_high]: clip_low >= 1 removes the lower bound.
+        within("rl.loss.clip_low", self.clip_low, 0, 1, high_open=True)
+        at_least("rl.loss.clip_high", self.clip_high, 0)
+        at_least("rl.loss.kl_beta", self.kl_beta, 0)
+        at_least("rl.loss.tis_cap", self.tis_cap, 0)
+        at_least("rl.loss.max_refill_rounds", self.max_refill_rounds, 0)
 
 
 @dataclass
@@ -206,15 +216,16 @@ class GRPOConfig:
     """Kill one rollout actor while this step generates (fault drills and tests)."""
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.prompts_per_step < 1:
-            raise ValueError("rl.steps and rl.prompts_per_step must be >= 1")
-        if not 0.0 <= self.max_reward_error_rate <= 1.0:
-            raise ValueError(f"rl.max_reward_error_rate must be in [0, 1], got {self.max_reward_error_rate}")
-        if self.probe_every < 0 or self.probe_prompts < 1:
-            raise ValueError("rl.probe_every must be >= 0 and rl.probe_prompts >= 1")
-        if self.validate_every < 0 or self.validate_prompts < 1:
-            raise ValueError("rl.validate_every must be >= 0 and rl.validate_prompts >= 1")
-        if self.sampling.temperature <= 0:
+        for name in ("steps", "prompts_per_step", "num_reward_actors", "probe_prompts", "validate_prompts",
+                     "checkpoint_every", "keep_checkpoints"):
+            at_least(f"rl.{name}", getattr(self, name), 1)
+        at_least("rl.probe_every", self.probe_every, 0)
+        at_least("rl.validate_every", self.validate_every, 0)
+        one_of("rl.mode", self.mode, MODES)
+        within("rl.max_reward_error_rate", self.max_reward_error_rate, 0, 1)
+        optional_at_least("rl.stop_after_step", self.stop_after_step, 1)
+        optional_at_least("rl.kill_rollout_actor_at_step", self.kill_rollout_actor_at_step, 1)
+        if not self.sampling.temperature > 0:
             raise ValueError("rl.sampling.temperature must be > 0: GRPO needs sampled, not greedy, groups")
         if self.sampling.top_p != 1.0:
             # The engine reports log-probs of the truncated distribution it sampled from; the
@@ -222,12 +233,9 @@ class GRPOConfig:
             raise ValueError(f"rl.sampling.top_p must be 1.0 for GRPO (the learner scores the full distribution), got {self.sampling.top_p}")
         if self.continue_sft_adapter and not self.learner.lora.enabled:
             raise ValueError("rl.continue_sft_adapter needs rl.learner.lora.enabled (it trains SFT's adapter)")
-        if self.lora_sync not in LORA_SYNC_FORMATS:
-            raise ValueError(f"rl.lora_sync must be one of {LORA_SYNC_FORMATS}, got {self.lora_sync!r}")
-        if not self.sync_bucket_mb > 0:
-            raise ValueError(f"rl.sync_bucket_mb must be > 0, got {self.sync_bucket_mb}")
-        if self.sync_backend not in SYNC_BACKENDS:
-            raise ValueError(f"rl.sync_backend must be one of {SYNC_BACKENDS}, got {self.sync_backend!r}")
+        one_of("rl.lora_sync", self.lora_sync, LORA_SYNC_FORMATS)
+        above("rl.sync_bucket_mb", self.sync_bucket_mb, 0)
+        one_of("rl.sync_backend", self.sync_backend, SYNC_BACKENDS)
         samples = self.prompts_per_step * self.sampling.group_size
         per_update = self.learner.num_ranks * self.learner.micro_batch_size * self.learner.updates_per_step
         if samples % per_update:

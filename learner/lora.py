@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from skinr1.config.checks import SettingError, at_least, within
+
 LANGUAGE_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -27,12 +29,11 @@ class LoraSettings:
     """Also adapt the vision merger (the MLP that maps patches into the language model)."""
 
     def __post_init__(self) -> None:
-        if self.rank < 1 or self.alpha < 1:
-            raise ValueError(f"lora.rank and lora.alpha must be >= 1, got {self.rank}, {self.alpha}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        at_least("rank", self.rank, 1)
+        at_least("alpha", self.alpha, 1)
+        within("dropout", self.dropout, 0, 1, high_open=True)
         if not self.language_modules:
-            raise ValueError("lora.language_modules must name at least one projection")
+            raise SettingError("language_modules", "must name at least one projection")
 
     def target_regex(self) -> str:
         """A full-name regex for PEFT: language-model projections, plus the merger's two linears."""

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from skinr1.config.checks import at_least, one_of
+
 
 def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
     """Multiplier of the peak learning rate at optimizer `step` (0-based): linear warm-up, cosine decay."""
@@ -33,12 +35,9 @@ class DeepSpeedSettings:
     """Global gradient-norm clip."""
 
     def __post_init__(self) -> None:
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
-        if self.bf16 not in ("auto", "true", "false"):
-            raise ValueError(f"bf16 must be auto, true or false, got {self.bf16!r}")
-        if self.gradient_clipping < 0:
-            raise ValueError(f"gradient_clipping must be >= 0, got {self.gradient_clipping}")
+        one_of("zero_stage", self.zero_stage, (0, 1, 2, 3))
+        one_of("bf16", self.bf16, ("auto", "true", "false"))
+        at_least("gradient_clipping", self.gradient_clipping, 0)
 
 
 def precision_config(bf16: str, dtype: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Optional
 
 from learner.lora import LoraSettings
 from learner.optim import DeepSpeedSettings
+from skinr1.config.checks import above, at_least, one_of, optional_at_least, within
 
 STRATEGIES = ("deepspeed", "ddp")
 
@@ -60,23 +61,15 @@ class SFTConfig:
     and drills of the resume path)."""
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"sft.strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        positive = {
-            "num_workers": self.num_workers,
-            "epochs": self.epochs,
-            "micro_batch_size": self.micro_batch_size,
-            "grad_accum_steps": self.grad_accum_steps,
-            "max_length": self.max_length,
-            "checkpoint_every": self.checkpoint_every,
-            "keep_checkpoints": self.keep_checkpoints,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                raise ValueError(f"sft.{name} must be >= 1, got {value}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"sft.learning_rate must be > 0, got {self.learning_rate}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"sft.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"sft.max_steps must be >= 1 when set, got {self.max_steps}")
+        one_of("sft.strategy", self.strategy, STRATEGIES)
+        for name in ("num_workers", "epochs", "micro_batch_size", "grad_accum_steps", "max_length",
+                     "checkpoint_every", "keep_checkpoints"):
+            at_least(f"sft.{name}", getattr(self, name), 1)
+        at_least("sft.cpus_per_worker", self.cpus_per_worker, 0)
+        above("sft.learning_rate", self.learning_rate, 0)
+        within("sft.warmup_ratio", self.warmup_ratio, 0, 1, high_open=True)
+        within("sft.min_lr_ratio", self.min_lr_ratio, 0, 1)
+        at_least("sft.weight_decay", self.weight_decay, 0)
+        at_least("sft.seed", self.seed, 0)
+        optional_at_least("sft.max_steps", self.max_steps, 1)
+        optional_at_least("sft.stop_after_step", self.stop_after_step, 1)

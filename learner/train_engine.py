@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from learner.optim import DeepSpeedSettings, deepspeed_config, warmup_cosine_factor
+from learner.safe_checkpoint import TensorOnlyLoading, load_tensors_only
 
 _STATE_TAG = "state"
 
@@ -62,6 +63,8 @@ class TrainingEngine:
                 lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
                 dist_init_required=False,
             )
+            # Resuming must not unpickle arbitrary objects from run_dir (learner.safe_checkpoint).
+            engine.checkpoint_engine = TensorOnlyLoading(engine.checkpoint_engine)
             self.engine = engine
             self.module = engine.module
             self.optimizer = optimizer
@@ -142,9 +145,7 @@ class TrainingEngine:
             if path is None:
                 raise FileNotFoundError(f"no DeepSpeed state under {directory}")
             return
-        import torch
-
-        state = torch.load(directory / "ddp_state.pt", map_location="cpu", weights_only=True)
+        state = load_tensors_only(directory / "ddp_state.pt", map_location="cpu")
         missing = self.module.load_state_dict(state["trainable"], strict=False)
         if missing.unexpected_keys:
             raise ValueError(f"checkpoint has unexpected weights: {missing.unexpected_keys[:5]}")

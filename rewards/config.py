@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from skinr1.config.checks import SettingError
 from skinr1.prompts.format import MODES, AnswerFormat
 
 MALIGNANCY_SOURCES = ("stated", "node", "stated_or_node")
@@ -81,19 +82,19 @@ class RewardConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"unknown reward mode {self.mode!r}; expected one of {', '.join(MODES)}")
+            raise SettingError("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
         for name in _WEIGHT_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+                raise SettingError(name, f"must be a finite number >= 0, got {value!r}")
         object.__setattr__(self, "level_weights", tuple(self.level_weights))
         for value in self.level_weights:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"level_weights must be finite numbers > 0, got {self.level_weights!r}")
+                raise SettingError("level_weights", f"must be finite numbers > 0, got {self.level_weights!r}")
         if self.malignancy_source not in MALIGNANCY_SOURCES:
-            raise ValueError(f"malignancy_source must be one of {MALIGNANCY_SOURCES}, got {self.malignancy_source!r}")
+            raise SettingError("malignancy_source", f"must be one of {MALIGNANCY_SOURCES}, got {self.malignancy_source!r}")
         if isinstance(self.malignancy_classes, bool) or self.malignancy_classes not in MALIGNANCY_CLASS_COUNTS:
-            raise ValueError(f"malignancy_classes must be 3 or 4, got {self.malignancy_classes!r}")
+            raise SettingError("malignancy_classes", f"must be 3 or 4, got {self.malignancy_classes!r}")
         self.answer_format  # validates the tags and the length limit
 
     # ----------------------------------------------------------------- derived

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from skinr1.config.checks import at_least, one_of, within
+
 
 LOGPROBS_MODES = ("processed_logprobs", "raw_logprobs")
 
@@ -55,14 +57,11 @@ class EngineSettings:
     """Never load code from a checkpoint unless explicitly asked for."""
 
     def __post_init__(self) -> None:
-        if self.max_model_len < 64:
-            raise ValueError(f"max_model_len must be >= 64, got {self.max_model_len}")
-        if not 0.0 < self.gpu_memory_utilization <= 1.0:
-            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.tensor_parallel_size < 1:
-            raise ValueError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
-        if self.logprobs_mode not in LOGPROBS_MODES:
-            raise ValueError(f"logprobs_mode must be one of {LOGPROBS_MODES}, got {self.logprobs_mode!r}")
+        at_least("max_model_len", self.max_model_len, 64)
+        within("gpu_memory_utilization", self.gpu_memory_utilization, 0, 1, low_open=True)
+        for name in ("cpu_kv_cache_gib", "tensor_parallel_size", "max_lora_rank", "max_loras", "max_images_per_prompt"):
+            at_least(name, getattr(self, name), 1)
+        one_of("logprobs_mode", self.logprobs_mode, LOGPROBS_MODES)
 
     def images(self):
         """The engine's image handling as `PolicySettings` (its pixel bounds; the dtype is not an

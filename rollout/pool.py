@@ -19,6 +19,7 @@ from typing import Any
 
 from rollout.engine import EngineSettings
 from rollout.sampling import RolloutRequest, RolloutResult, SamplingSettings
+from skinr1.config.checks import at_least, resource_amounts
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,11 @@ class ActorResources:
     bundle per shard in the actor's placement group instead (see skinr1.placement.rollout_bundles)."""
     custom: dict[str, float] = field(default_factory=dict)
     """Extra Ray resources an actor needs (e.g. {"rollout_slot": 1} to pin actors to prepared nodes)."""
+
+    def __post_init__(self) -> None:
+        at_least("num_cpus", self.num_cpus, 0)
+        at_least("num_gpus", self.num_gpus, 0)
+        resource_amounts("custom", self.custom)
 
 
 @dataclass

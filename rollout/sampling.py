@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from skinr1.config.checks import at_least, within
+
 # Special tokens the policy must never emit: a sampled <|image_pad|> makes the learner's forward
 # fail with "image features and image tokens do not match".
 VISION_SPECIAL_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
@@ -30,10 +32,10 @@ class SamplingSettings:
     """Longest completion (paper: 1024)."""
 
     def __post_init__(self) -> None:
-        if self.group_size < 1:
-            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_tokens < 1:
-            raise ValueError("temperature must be >= 0, top_p in (0, 1], max_tokens >= 1")
+        at_least("group_size", self.group_size, 1)
+        at_least("temperature", self.temperature, 0)
+        within("top_p", self.top_p, 0, 1, low_open=True)
+        at_least("max_tokens", self.max_tokens, 1)
 
 
 @dataclass

@@ -3,6 +3,13 @@
 Local clusters must never listen beyond loopback: `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` makes every
 Ray process (GCS, raylet, workers, dashboard agent) bind to 127.0.0.1. Under `ray job submit`
 the entrypoint already has `RAY_ADDRESS` set and we join that cluster instead of starting one.
+
+A local node also runs with Ray's token authentication: Ray (>= 2.59) turns it on for a new local
+`ray.init` unless RAY_AUTH_MODE says otherwise, and generates ~/.ray/auth_token if there is none, so
+another local user cannot submit work to it through its loopback ports. It is left to Ray on
+purpose: setting RAY_AUTH_MODE here, after Ray has read its config in this process, would start the
+node in token mode while this driver still talks to it without a token. Joining a cluster takes the
+cluster's mode from the environment its launcher set (clusters/: token everywhere).
 """
 
 from __future__ import annotations

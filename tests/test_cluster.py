@@ -47,3 +47,22 @@ def test_init_ray_sets_loopback_environment(monkeypatch):
     import os
 
     assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+
+
+@pytest.mark.slow
+def test_local_ray_runs_with_token_authentication(ray_local):
+    """The local node demands Ray's auth token (Ray's default for a new local node, which
+    skinr1.cluster keeps), and its worker processes run in the same mode."""
+    import os
+
+    import ray
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    assert get_authentication_mode() == AuthenticationMode.TOKEN
+
+    @ray.remote
+    def worker_mode() -> str | None:
+        return os.environ.get("RAY_AUTH_MODE")
+
+    expected = os.environ.get("RAY_AUTH_MODE", "token")
+    assert ray.get(worker_mode.remote()) == expected == "token", "a local cluster without auth"

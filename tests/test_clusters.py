@@ -34,7 +34,8 @@ SHARED = "/mnt/shared"
 # rayjob_types.go, KubeRay 1.x). A misspelt field is pruned or rejected by the CRD's schema, so the
 # manifests may only use these.
 RAY_CLUSTER_SPEC_FIELDS = {"headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling",
-                           "autoscalerOptions", "headServiceAnnotations", "suspend"}
+                           "autoscalerOptions", "headServiceAnnotations", "suspend", "authOptions"}
+AUTH_OPTION_FIELDS = {"mode", "secretName", "enableK8sTokenAuth"}
 HEAD_GROUP_FIELDS = {"serviceType", "headService", "enableIngress", "rayStartParams", "template"}
 WORKER_GROUP_FIELDS = {"groupName", "replicas", "minReplicas", "maxReplicas", "numOfHosts", "rayStartParams",
                        "template", "scaleStrategy"}
@@ -46,6 +47,9 @@ RAY_JOB_SPEC_FIELDS = {"activeDeadlineSeconds", "backoffLimit", "rayClusterSpec"
                        "entrypointNumGpus", "ttlSecondsAfterFinished", "shutdownAfterJobFinishes", "suspend", "schedule"}
 SUBMISSION_MODES = {"K8sJobMode", "HTTPMode", "InteractiveMode"}
 ROLE_LABELS = {"learner_node", "rollout_node"}
+# Where the launcher configs put this machine's Ray auth token on every node (Ray's default path).
+TOKEN_MOUNT = "/home/ray/.ray/auth_token"
+ALL_INTERFACES = {"0.0.0.0", "::", "[::]"}
 
 
 def _load(path: Path):
@@ -153,7 +157,8 @@ def test_launcher_node_types_label_the_roles(name):
 @pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
 def test_launcher_setup_installs_the_checkout_with_the_gpu_extra(name):
     config = _load(CLUSTERS / name)
-    assert config["file_mounts"] == {CODE_ROOT: "."}, "the checkout `ray up` runs in goes to every node"
+    assert config["file_mounts"] == {CODE_ROOT: ".", TOKEN_MOUNT: "~/.ray/auth_token"}, \
+        "the checkout `ray up` runs in, and the Ray auth token, go to every node"
     installs = [c for c in config["setup_commands"] if re.search(r"pip install\b", c)]
     assert any(f'"{CODE_ROOT}[gpu]"' in c for c in installs), installs
     assert any("check_versions(need_vllm=True)" in c for c in config["setup_commands"])
@@ -333,6 +338,93 @@ def test_runtime_env_variables_do_not_collide_with_the_drivers():
     # a driver runtime env that set the same variable.
     assert not set(env_vars) & (set(LOOPBACK_ENV) | set(LOCAL_NODE_ENV))
     assert not [k for k in env_vars if re.search(r"(^|_)(KEY|TOKEN|SECRET|PASSWORD)(_|$)", k)], "no secrets in a job's runtime env"
+
+
+# ----------------------------------------------------------------- who can reach the cluster
+def _cluster_specs(manifest: dict) -> list[dict]:
+    """The Ray cluster specs of a KubeRay manifest (RayCluster.spec, RayJob.spec.rayClusterSpec)."""
+    if manifest["kind"] == "RayCluster":
+        return [manifest["spec"]]
+    return [manifest["spec"]["rayClusterSpec"]] if "rayClusterSpec" in manifest["spec"] else []
+
+
+def _sets_token_mode(container: dict) -> bool:
+    return any(e.get("name") == "RAY_AUTH_MODE" and e.get("value") == "token" for e in container.get("env", []))
+
+
+def kuberay_exposure_problems(manifest: dict) -> list[str]:
+    """Why a KubeRay manifest lets someone reach Ray without its auth token (empty: it does not). Pure."""
+    problems = []
+    for spec in _cluster_specs(manifest):
+        options = spec.get("authOptions") or {}
+        assert set(options) <= AUTH_OPTION_FIELDS, set(options) - AUTH_OPTION_FIELDS
+        groups = [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]
+        containers = [c for g in groups for c in g["template"]["spec"]["containers"]]
+        token = options.get("mode") == "token" or all(_sets_token_mode(c) for c in containers)
+        if not token:
+            problems.append("Ray token authentication is off (set authOptions.mode: token)")
+        host = spec["headGroupSpec"].get("rayStartParams", {}).get("dashboard-host")
+        if host in ALL_INTERFACES and not token:
+            problems.append(f"dashboard-host {host} serves the job API (arbitrary code) to the whole pod network without auth")
+    return problems
+
+
+def launcher_exposure_problems(config: dict) -> list[str]:
+    """Why a `ray up` config starts Ray without token authentication or with an open dashboard. Pure."""
+    problems = []
+    starts = [c for key in ("head_start_ray_commands", "worker_start_ray_commands") for c in config.get(key, [])
+              if "ray start" in c]
+    if not starts:
+        problems.append("no `ray start` command")
+    for command in starts:
+        if not re.search(r"(^|[;&\s])RAY_AUTH_MODE=token\s+ray start\b", command):
+            problems.append(f"`ray start` without RAY_AUTH_MODE=token: {command.strip()}")
+        host = re.search(r"--dashboard-host[= ](\S+)", command)
+        if host and host.group(1).strip("'\"") in ALL_INTERFACES:
+            problems.append(f"the dashboard listens on {host.group(1)}: {command.strip()}")
+    if TOKEN_MOUNT not in config.get("file_mounts", {}):
+        problems.append(f"no token on the nodes: file_mounts lacks {TOKEN_MOUNT}")
+    return problems
+
+
+@pytest.mark.parametrize("path", sorted((CLUSTERS / "kuberay").glob("*.yaml")), ids=lambda p: p.name)
+def test_kuberay_clusters_demand_the_ray_token(path):
+    manifest = _load(path)
+    assert _cluster_specs(manifest), f"{path.name} describes no cluster"
+    assert kuberay_exposure_problems(manifest) == []
+
+
+@pytest.mark.parametrize("path", sorted(CLUSTERS.glob("*.yaml")), ids=lambda p: p.name)
+def test_cluster_files_never_turn_ray_auth_off(path):
+    text = path.read_text()
+    assert not re.search(r"RAY_AUTH_MODE[\"']?\s*[:=]\s*[\"']?disabled", text), f"{path.name} disables Ray auth"
+    config = _load(path)
+    if "head_start_ray_commands" in config:  # a `ray up` launcher config
+        assert launcher_exposure_problems(config) == []
+
+
+def test_exposure_checks_catch_an_open_cluster():
+    manifest = _load(CLUSTERS / "kuberay" / "raycluster.yaml")
+    del manifest["spec"]["authOptions"]
+    problems = kuberay_exposure_problems(manifest)
+    assert any("token authentication is off" in p for p in problems)
+    assert any("dashboard-host 0.0.0.0" in p for p in problems)
+    launcher = _load(CLUSTERS / "aws.yaml")
+    launcher["head_start_ray_commands"] = ["ray start --head --dashboard-host=0.0.0.0"]
+    del launcher["file_mounts"][TOKEN_MOUNT]
+    problems = launcher_exposure_problems(launcher)
+    assert len(problems) == 3, problems
+
+
+def test_submit_sends_the_token_by_default(fake_ray, tmp_path):
+    env, marker = fake_ray
+    # The fake ray records its RAY_AUTH_MODE next to its arguments.
+    script = Path(env["PATH"].split(os.pathsep)[0]) / "ray"
+    script.write_text(f"#!/bin/sh\necho \"mode=$RAY_AUTH_MODE\" > {shlex.quote(str(marker))}\nexit 0\n")
+    env.pop("RAY_AUTH_MODE", None)
+    result = _submit(env, "-a", "http://127.0.0.1:8265", "--id", "auth-1")
+    assert result.returncode == 0, result.stderr
+    assert marker.read_text().strip() == "mode=token"
 
 
 # ----------------------------------------------------------------- submit.sh

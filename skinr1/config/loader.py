@@ -56,6 +56,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
             merged = OmegaConf.merge(merged, loaded)
         if overrides:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        _check_sections(merged, "")
         return OmegaConf.to_object(merged)  # runs each dataclass's __post_init__ validation
     except OmegaConfBaseException as error:
         # OmegaConf messages carry the full key and the offending value; keep the first paragraph.
@@ -64,6 +65,38 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
         if isinstance(error, ConfigError):
             raise
         raise ConfigError(str(error)) from None
+
+
+def qualified_message(error: ValueError, path: str) -> str:
+    """The message of `error`, raised while building the section at dotted `path`, with the full
+    key: a `SettingError` of a reusable section names only its field ("zero_stage"), which becomes
+    "sft.deepspeed.zero_stage"; keys that already start with the path are kept. Pure."""
+    from skinr1.config.checks import SettingError
+
+    if not path:
+        return str(error)
+    if isinstance(error, SettingError):
+        key = error.key if error.key == path or error.key.startswith(path + ".") else f"{path}.{error.key}"
+        return f"{key} {error.reason}"
+    message = str(error)
+    return message if message.startswith(path) else f"{path}: {message}"
+
+
+def _check_sections(node: Any, path: str) -> None:
+    """Build every nested dataclass section of `node`, innermost first, so that a value rejected by a
+    section reused in several places (DeepSpeedSettings, LoraSettings...) is reported under its full key."""
+    from omegaconf import DictConfig, OmegaConf
+
+    for key in node:
+        child = node[key]
+        if not isinstance(child, DictConfig) or not dataclasses.is_dataclass(OmegaConf.get_type(child)):
+            continue
+        child_path = f"{path}.{key}" if path else str(key)
+        _check_sections(child, child_path)
+        try:
+            OmegaConf.to_object(child)
+        except ValueError as error:
+            raise ConfigError(qualified_message(error, child_path)) from None
 
 
 def to_yaml(config: Any) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from learner.grpo_config import GRPOConfig
+from skinr1.config.checks import SettingError, above, at_least, optional_at_least
 from learner.sft_config import SFTConfig
 from rewards.config import RewardConfig
 from skinr1.models.perception import PerceptionSettings
@@ -84,8 +85,7 @@ class DataConfig:
     """Held-out manifest for validation during RL (rl.validate_every); "" = none."""
 
     def __post_init__(self) -> None:
-        if self.synthetic_scale <= 0:
-            raise ValueError(f"data.synthetic_scale must be > 0, got {self.synthetic_scale}")
+        above("data.synthetic_scale", self.synthetic_scale, 0)
         types = list(self.synthetic_dense_skin_types)
         if not types or any(t not in range(1, 7) for t in types):
             raise ValueError(f"data.synthetic_dense_skin_types must list Fitzpatrick types 1-6, got {types}")
@@ -100,6 +100,11 @@ class RayConfig:
     num_cpus: Optional[int] = None
     """Logical CPUs of a local node (None: the machine's). Logical CPUs only schedule actors; a
     2-core laptop can host more actors than cores."""
+
+    def __post_init__(self) -> None:
+        if self.address is not None and not self.address.strip():
+            raise SettingError("ray.address", "must be a cluster address or unset (null), got an empty string")
+        optional_at_least("ray.num_cpus", self.num_cpus, 1)
 
 
 @dataclass
@@ -131,6 +136,7 @@ class SkinR1Config:
     """Stage 3: hierarchical GRPO."""
 
     def __post_init__(self) -> None:
+        at_least("seed", self.seed, 0)
         if "://" in self.run_dir:
             raise ValueError(
                 f"run_dir {self.run_dir!r} is a URI; checkpoints are written with atomic renames, which object "
