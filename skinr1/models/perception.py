@@ -58,16 +58,13 @@ class PerceptionSettings:
     """Captions per optimizer step."""
 
     def __post_init__(self) -> None:
-        import math
+        from skinr1.config.checks import above, at_least
 
-        if self.images < 0:
-            raise ValueError(f"images must be >= 0, got {self.images}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be a positive finite number, got {self.learning_rate}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        # Keys relative to the section: the loader prefixes model.perception_pretraining.
+        at_least("images", self.images, 0)
+        at_least("epochs", self.epochs, 1)
+        above("learning_rate", self.learning_rate, 0)
+        at_least("batch_size", self.batch_size, 1)
 
     @property
     def enabled(self) -> bool:
