@@ -269,6 +269,7 @@ def _slow_body_client(url: str, extra_headers: str = "") -> "socket.socket":
 def test_slow_body_clients_time_out_and_health_stays_responsive(server):
     import httpx
 
+    assert httpx.get(f"{server['url']}/healthz", trust_env=False, timeout=30).status_code == 200
     # More slow clients than a replica takes at once; some try to switch the proxy's timeout off.
     clients = [_slow_body_client(server["url"], "x-request-timeout-seconds: 0\r\n" if i % 2 else "")
                for i in range(70)]
