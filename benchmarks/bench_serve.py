@@ -200,6 +200,8 @@ def main() -> int:
     parser.add_argument("--heavy", type=int, default=0,
                         help="also measure the Serve path with this many clients sending large 16-bit PNGs")
     parser.add_argument("--heavy-side", type=int, default=9000, help="side of the heavy PNGs (9000: 81 MP)")
+    parser.add_argument("--max-image-pixels", type=int, default=0,
+                        help="ServeConfig.max_image_pixels (0: the default cap); above 81e6 the heavy PNGs are decoded")
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--skip-in-process", action="store_true")
     args = parser.parse_args()
@@ -217,6 +219,7 @@ def main() -> int:
         config = ServeConfig(
             port=args.port or free_port(), app_name="skinr1-bench", max_tokens=args.max_tokens,
             max_ongoing_requests=max(64, max(concurrencies)),
+            **({"max_image_pixels": args.max_image_pixels} if args.max_image_pixels else {}),
             engine=EngineSettings(max_model_len=2048, max_lora_rank=max(8, policy.adapter_rank)),
         )
         payloads = images(args.requests, args.image_size)
