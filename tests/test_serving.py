@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 TOKEN = "test-serving-token"
 MAX_IMAGE_BYTES = 64 * 1024
-BODY_TIMEOUT_S = 3.0
+BODY_TIMEOUT_S = 8.0
 
 
 def _png(size=(64, 48), colour=(200, 120, 90)) -> bytes:
@@ -279,7 +279,7 @@ def test_slow_body_clients_time_out_and_health_stays_responsive(server):
         health = httpx.get(f"{server['url']}/healthz", trust_env=False, timeout=BODY_TIMEOUT_S * 3)
         health_s = time.perf_counter() - started
         assert health.status_code == 200 and health.json()["status"] == "ok"
-        assert health_s < BODY_TIMEOUT_S, f"/healthz took {health_s:.1f}s under slow-body clients"
+        assert health_s < BODY_TIMEOUT_S / 2, f"/healthz took {health_s:.1f}s under slow-body clients"
         deadline = time.monotonic() + BODY_TIMEOUT_S * 10
         statuses = []
         for sock in clients:
