@@ -220,7 +220,8 @@ def main() -> int:
             port=args.port or free_port(), app_name="skinr1-bench", max_tokens=args.max_tokens,
             max_ongoing_requests=max(64, max(concurrencies)),
             **({"max_image_pixels": args.max_image_pixels} if args.max_image_pixels else {}),
-            engine=EngineSettings(max_model_len=2048, max_lora_rank=max(8, policy.adapter_rank)),
+            # Pixel bounds as a trained policy records them: a large upload is resized before the engine.
+            engine=EngineSettings(max_model_len=2048, max_lora_rank=max(8, policy.adapter_rank), max_pixels=401_408),
         )
         payloads = images(args.requests, args.image_size)
         rows: list[dict] = []
