@@ -1,6 +1,7 @@
 """Serving latency and throughput: /v1/diagnose through Ray Serve vs the same engine called in-process.
 
     python benchmarks/bench_serve.py [--checkpoint DIR] [--requests 64] [--concurrency 1,16] [--max-tokens 32]
+    python benchmarks/bench_serve.py --skip-in-process --concurrency 4 --heavy 4   # + large 16-bit PNGs
 
 Both paths run the same `DiagnosisService` (vLLM AsyncLLMEngine + the shared prompt and parser)
 with the same settings and images; the Serve path adds HTTP, JSON/base64, validation and Serve's
@@ -8,6 +9,11 @@ proxy -> replica hop. Each case sends `--requests` requests from N concurrent cl
 p50/p95 latency and requests/s. Without --checkpoint it builds the tiny model and a fresh LoRA
 adapter (random weights: completions run to --max-tokens, so every request does the same work).
 The two paths run one after the other, never at the same time.
+
+With `--heavy N`, the Serve path is measured a second time while N more clients keep large 16-bit
+PNGs in flight (`--heavy-side` squared pixels, e.g. 9000 -> 81 MP: a file of a few hundred KB
+whose decoded pixels are hundreds of MB). The small requests' p95 with and without them shows
+whether decoding big uploads starves everyone else (the target: within 2x).
 """
 
 from __future__ import annotations
@@ -36,6 +42,40 @@ def images(count: int, size: int) -> list[bytes]:
         Image.new("RGB", (size, size), (index * 37 % 256, index * 91 % 256, 128)).save(buffer, format="PNG")
         out.append(buffer.getvalue())
     return out
+
+
+def heavy_png(side: int) -> bytes:
+    """A `side` x `side` 16-bit greyscale PNG: tiny file, large decoded image."""
+    import numpy as np
+    from PIL import Image
+
+    ramp = (np.arange(side, dtype=np.uint32) * 65535 // max(side - 1, 1)).astype(np.uint16)
+    pixels = np.broadcast_to(ramp, (side, side))
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG", compress_level=9)  # mode I;16
+    return buffer.getvalue()
+
+
+async def under_background_load(measure: Callable[[], Awaitable[Any]], background: Callable[[], Awaitable[Any]],
+                                clients: int, settle_s: float = 2.0) -> tuple[Any, int]:
+    """Run `measure()` while `clients` loops keep calling `background()`; returns its result and how
+    many background calls completed."""
+    stop = asyncio.Event()
+    completed = 0
+
+    async def loop() -> None:
+        nonlocal completed
+        while not stop.is_set():
+            await background()
+            completed += 1
+
+    tasks = [asyncio.create_task(loop()) for _ in range(clients)]
+    await asyncio.sleep(settle_s)  # the heavy requests are in flight before the first measured one
+    try:
+        return await measure(), completed
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
 
 
 async def drive(call: Callable[[bytes], Awaitable[Any]], payloads: list[bytes], concurrency: int) -> tuple[list[float], float]:
@@ -75,7 +115,7 @@ async def run_cases(path: str, call, payloads: list[bytes], concurrencies: list[
     return rows
 
 
-def bench_serve(policy, config, payloads, concurrencies, warmup) -> list[dict]:
+def bench_serve(policy, config, payloads, concurrencies, warmup, heavy: int = 0, heavy_side: int = 9000) -> list[dict]:
     import httpx
     from ray import serve
 
@@ -88,7 +128,8 @@ def bench_serve(policy, config, payloads, concurrencies, warmup) -> list[dict]:
     print(f"Serve app up in {time.perf_counter() - started:.1f}s", flush=True)
 
     async def main() -> list[dict]:
-        limits = httpx.Limits(max_connections=max(concurrencies), max_keepalive_connections=max(concurrencies))
+        connections = max(concurrencies) + heavy
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         async with httpx.AsyncClient(base_url=f"http://{config.host}:{config.port}", timeout=600,
                                      trust_env=False, limits=limits) as http:
             async def call(image: bytes) -> None:
@@ -96,7 +137,25 @@ def bench_serve(policy, config, payloads, concurrencies, warmup) -> list[dict]:
                 if response.status_code != 200:
                     raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
 
-            return await run_cases("serve", call, payloads, concurrencies, warmup)
+            rows = await run_cases("serve", call, payloads, concurrencies, warmup)
+            if heavy:
+                big = heavy_png(heavy_side)
+                print(f"  heavy: {heavy} clients sending a {heavy_side}x{heavy_side} 16-bit PNG of {len(big)} bytes",
+                      flush=True)
+                statuses: dict[int, int] = {}
+
+                async def call_heavy() -> None:
+                    body = {"image": base64.b64encode(big).decode(), "max_tokens": 1}
+                    status = (await http.post("/v1/diagnose", json=body)).status_code
+                    statuses[status] = statuses.get(status, 0) + 1
+
+                for concurrency in concurrencies:
+                    (latencies, wall), completed = await under_background_load(
+                        lambda: drive(call, payloads, concurrency), call_heavy, heavy)
+                    rows.append(summary(f"serve+{heavy}big", concurrency, latencies, wall))
+                    print(f"  serve+{heavy}big clients={concurrency:<3} done in {wall:.1f}s; heavy requests answered: "
+                          f"{completed} (statuses {statuses})", flush=True)
+            return rows
 
     try:
         return asyncio.run(main())
@@ -138,6 +197,11 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=224, help="side of the square test images")
     parser.add_argument("--warmup", type=int, default=4, help="untimed requests before each path")
     parser.add_argument("--port", type=int, default=0, help="Serve HTTP port (0: a free one)")
+    parser.add_argument("--heavy", type=int, default=0,
+                        help="also measure the Serve path with this many clients sending large 16-bit PNGs")
+    parser.add_argument("--heavy-side", type=int, default=9000, help="side of the heavy PNGs (9000: 81 MP)")
+    parser.add_argument("--max-image-pixels", type=int, default=0,
+                        help="ServeConfig.max_image_pixels (0: the default cap); above 81e6 the heavy PNGs are decoded")
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--skip-in-process", action="store_true")
     args = parser.parse_args()
@@ -155,12 +219,14 @@ def main() -> int:
         config = ServeConfig(
             port=args.port or free_port(), app_name="skinr1-bench", max_tokens=args.max_tokens,
             max_ongoing_requests=max(64, max(concurrencies)),
-            engine=EngineSettings(max_model_len=2048, max_lora_rank=max(8, policy.adapter_rank)),
+            **({"max_image_pixels": args.max_image_pixels} if args.max_image_pixels else {}),
+            # Pixel bounds as a trained policy records them: a large upload is resized before the engine.
+            engine=EngineSettings(max_model_len=2048, max_lora_rank=max(8, policy.adapter_rank), max_pixels=401_408),
         )
         payloads = images(args.requests, args.image_size)
         rows: list[dict] = []
         if not args.skip_serve:
-            rows += bench_serve(policy, config, payloads, concurrencies, args.warmup)
+            rows += bench_serve(policy, config, payloads, concurrencies, args.warmup, args.heavy, args.heavy_side)
         if not args.skip_in_process:
             rows += bench_in_process(policy, config, payloads, concurrencies, args.warmup)
 
@@ -169,6 +235,10 @@ def main() -> int:
     print(f"{'path':<11} {'clients':>7} {'p50 ms':>9} {'p95 ms':>9} {'req/s':>8}")
     for row in rows:
         print(f"{row['path']:<11} {row['clients']:>7} {row['p50_ms']:>9.1f} {row['p95_ms']:>9.1f} {row['req_per_s']:>8.2f}")
+    for loaded in (r for r in rows if r["path"].endswith("big")):
+        quiet = next(r for r in rows if r["path"] == "serve" and r["clients"] == loaded["clients"])
+        print(f"p95 with {args.heavy} large 16-bit PNGs in flight / without, {loaded['clients']} clients: "
+              f"{loaded['p95_ms'] / quiet['p95_ms']:.2f}x")
     return 0
 
 

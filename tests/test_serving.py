@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import ipaddress
 import time
 
 import pytest
@@ -18,6 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 TOKEN = "test-serving-token"
 MAX_IMAGE_BYTES = 64 * 1024
+BODY_TIMEOUT_S = 8.0
 
 
 def _png(size=(64, 48), colour=(200, 120, 90)) -> bytes:
@@ -52,7 +54,7 @@ def server(checkpoint, ray_local):
 
     config = ServeConfig(
         port=free_port(), app_name="skinr1-test", max_tokens=16, max_image_bytes=MAX_IMAGE_BYTES,
-        engine=EngineSettings(max_model_len=1024, max_lora_rank=8),
+        body_timeout_s=BODY_TIMEOUT_S, engine=EngineSettings(max_model_len=1024, max_lora_rank=8),
     )
     policy = resolve_policy(checkpoint)
     started = time.perf_counter()
@@ -212,3 +214,91 @@ def test_openai_client_library(server):
         with pytest.raises(openai.BadRequestError, match="data: URIs"):
             client.chat.completions.create(model="rl/final", max_tokens=4, messages=[{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": "https://example.com/lesion.png"}}]}])
+
+
+def test_deeply_nested_json_and_huge_integers_get_422(client):
+    nested = b'{"image": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    huge = b'{"image": "x", "max_tokens": ' + b"9" * 5000 + b"}"
+    for path in ("/v1/diagnose", "/v1/chat/completions"):
+        for body, words in ((nested, "nested"), (huge, "digits")):
+            message = _error(client.post(path, content=body, headers={"Content-Type": "application/json"}), 422)
+            assert words in message, message
+
+
+def test_images_the_engine_cannot_take_get_400(client):
+    for size in ((20000, 1), (20000, 28), (1, 20000)):
+        message = _error(client.post("/v1/diagnose", json={"image": _b64(_png(size=size))}), 400)
+        assert "aspect" in message, message
+    # Pixels that decode but whose stream is damaged past the header.
+    png = bytearray(_png(size=(256, 256), colour=(10, 20, 30)))
+    png[60:90] = b"\x00" * 30
+    _error(client.post("/v1/diagnose", files={"image": ("damaged.png", bytes(png), "image/png")}), 400)
+
+
+def test_urllib_reads_the_413_of_a_64_mib_upload(server):
+    import urllib.error
+    import urllib.request
+
+    body = b"{" + b" " * (64 * 1024 * 1024) + b"}"
+    request = urllib.request.Request(f"{server['url']}/v1/diagnose", data=body, method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
+    with pytest.raises(urllib.error.HTTPError) as info:
+        opener.open(request, timeout=120)
+    assert info.value.code == 413
+    assert "limit" in info.value.read().decode()
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+
+def _slow_body_client(url: str, extra_headers: str = "") -> "socket.socket":
+    """A client that declares a body and sends one byte of it, then nothing."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=60)
+    sock.sendall((f"POST /v1/diagnose HTTP/1.1\r\nHost: {parts.hostname}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: 1000\r\n{extra_headers}\r\n{{").encode())
+    return sock
+
+
+def test_slow_body_clients_time_out_and_health_stays_responsive(server):
+    import httpx
+
+    assert httpx.get(f"{server['url']}/healthz", trust_env=False, timeout=30).status_code == 200
+    # More slow clients than a replica takes at once; some try to switch the proxy's timeout off.
+    clients = [_slow_body_client(server["url"], "x-request-timeout-seconds: 0\r\n" if i % 2 else "")
+               for i in range(70)]
+    try:
+        time.sleep(1.0)
+        started = time.perf_counter()
+        health = httpx.get(f"{server['url']}/healthz", trust_env=False, timeout=BODY_TIMEOUT_S * 3)
+        health_s = time.perf_counter() - started
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert health_s < BODY_TIMEOUT_S / 2, f"/healthz took {health_s:.1f}s under slow-body clients"
+        deadline = time.monotonic() + BODY_TIMEOUT_S * 10
+        statuses = []
+        for sock in clients:
+            sock.settimeout(max(deadline - time.monotonic(), 0.1))
+            statuses.append(sock.recv(64).split(b" ")[1:2])
+        assert statuses == [[b"408"]] * 70, statuses
+    finally:
+        for sock in clients:
+            sock.close()
+
+
+def test_replicas_listen_on_loopback_only(server):
+    import psutil
+
+    replicas = [p for p in psutil.process_iter(["cmdline"]) if "SkinR1Policy" in " ".join(p.info["cmdline"] or [])]
+    assert replicas
+    processes = replicas + [child for p in replicas for child in p.children(recursive=True)]
+    listening = {(p.pid, c.laddr.ip, c.laddr.port) for p in processes for c in p.net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN}
+    assert listening, "the replica listens for Serve's inter-deployment gRPC"
+    exposed = {entry for entry in listening if not _is_loopback(entry[1])}
+    assert not exposed, exposed

@@ -77,6 +77,26 @@ def test_bearer_token():
 
 
 # --------------------------------------------------------------------------- JSON bodies
+def test_json_built_to_break_the_parser_gets_422():
+    nested = b"[" * 100_000 + b"]" * 100_000
+    info = pytest.raises(RequestError, parse_json_object, b'{"image": ' + nested + b"}")
+    assert info.value.status == 422 and "nested" in info.value.message
+    info = pytest.raises(RequestError, parse_json_object, b'{"max_tokens": ' + b"9" * 5000 + b"}")
+    assert info.value.status == 422 and "digits" in info.value.message
+    assert status_of(form_options, ["[" + "1" * 5000 + "]"]) == 422
+    assert status_of(form_options, ["[" * 50_000]) == 422
+
+
+def test_images_the_engine_refuses_get_400():
+    # Whatever the resize bounds, what would reach the engine at >= 200:1 is refused.
+    unbounded = ImageLimits(max_bytes=100_000, max_pixels=10_000_000)
+    bounded = ImageLimits(max_bytes=100_000, max_pixels=10_000_000, resize_min_pixels=3136, resize_max_pixels=1_003_520)
+    for limits, size in ((unbounded, (20000, 1)), (unbounded, (1, 20000)), (unbounded, (20000, 28)), (bounded, (20000, 28))):
+        info = pytest.raises(RequestError, decode_upload, png_bytes(size=size), limits)
+        assert info.value.status == 400 and "aspect" in info.value.message
+    assert decode_upload(png_bytes(size=(2000, 28)), unbounded).size == (2000, 28)  # 71:1 is fine
+
+
 def test_json_body_must_be_an_object():
     assert parse_json_object(b'{"a": 1}') == {"a": 1}
     assert status_of(parse_json_object, b"{not json") == 422
@@ -269,6 +289,47 @@ def test_config_validation_and_loading():
             load_config(ServeConfig, None, bad)
 
 
+@pytest.mark.parametrize("key, value", [
+    ("host", " "), ("port", 0), ("port", 65536), ("app_name", ""), ("replicas", 0), ("min_replicas", -1),
+    ("max_replicas", -1), ("target_ongoing_requests", 0.0), ("max_ongoing_requests", 0),
+    ("cpus_per_replica", -1.0), ("gpus_per_replica", -0.5), ("request_timeout_s", 0.0),
+    ("request_timeout_s", float("inf")), ("body_timeout_s", 0.0), ("body_timeout_s", 1e9),
+    ("keep_alive_timeout_s", 0), ("max_image_bytes", 0), ("max_image_pixels", 0), ("max_text_bytes", 10),
+    ("max_drain_bytes", -1), ("ssl_certfile", "/no/such/cert.pem"), ("ssl_keyfile", "/no/such/key.pem"),
+    ("token_env", ""), ("mode", "guess"), ("max_tokens", 0), ("temperature", -0.1), ("max_choices", 0),
+])
+def test_every_serving_setting_is_validated_by_name(key, value):
+    with pytest.raises(ValueError, match=f"^{key} |; {key} |{key} must"):
+        ServeConfig(**{key: value})
+
+
+def test_serving_timeouts_default_on_and_https_needs_both_files(tmp_path):
+    from skinr1.serving.app import http_options
+
+    config = ServeConfig()
+    assert config.request_timeout_s > 0 and 0 < config.body_timeout_s <= config.request_timeout_s
+    options = http_options(config)
+    assert options["request_timeout_s"] >= config.request_timeout_s and "ssl_certfile" not in options
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    with pytest.raises(ValueError, match="ssl_keyfile"):
+        ServeConfig(ssl_certfile=str(cert))
+    secure = ServeConfig(ssl_certfile=str(cert), ssl_keyfile=str(key))
+    assert secure.scheme == "https"
+    assert http_options(secure)["ssl_certfile"] == str(cert) and http_options(secure)["ssl_keyfile"] == str(key)
+
+
+def test_overrides_refuse_interpolation():
+    from skinr1.config.loader import ConfigError, load_config
+
+    for override in ("model_name=${oc.env:SKINR1_SERVE_TOKEN}", "model_name=${oc.env:HOME,x}", "model_name=${token_env}",
+                     "engine.max_model_len=${oc.decode:'1'}"):
+        with pytest.raises(ConfigError, match="interpolation"):
+            load_config(ServeConfig, None, [override])
+    assert load_config(ServeConfig, None, ["model_name=my-model"]).model_name == "my-model"
+
+
 def test_token_and_exposure():
     config = ServeConfig(token_env="MY_TOKEN")
     assert resolve_token(config, {"MY_TOKEN": " abc "}) == "abc"
@@ -372,13 +433,51 @@ def test_body_size_is_enforced_while_streaming():
     scope = {"type": "http", "method": "POST", "headers": [], "path": "/", "query_string": b""}
 
     async def read(limit):
-        return await limited_request(Request(scope, receive), limit).body()
+        request, _ = limited_request(Request(scope, receive), limit)
+        return await request.body()
 
     with pytest.raises(RequestError) as info:
         asyncio.run(read(1000))
     assert info.value.status == 413
     chunks[:] = [b"x" * 600, b"y" * 600]
     assert len(asyncio.run(read(1200))) == 1200
+
+
+def test_slow_bodies_time_out_and_refused_bodies_are_drained():
+    from starlette.requests import Request
+
+    from skinr1.serving.app import limited_request
+
+    scope = {"type": "http", "method": "POST", "headers": [], "path": "/", "query_string": b""}
+
+    async def trickle():  # one byte, then nothing
+        if not hasattr(trickle, "sent"):
+            trickle.sent = True
+            return {"type": "http.request", "body": b"{", "more_body": True}
+        await asyncio.sleep(3600)
+
+    async def slow():
+        request, _ = limited_request(Request(scope, trickle), 1000, timeout_s=0.2)
+        return await request.body()
+
+    with pytest.raises(RequestError) as info:
+        asyncio.run(asyncio.wait_for(slow(), 5))
+    assert info.value.status == 408 and "0.2s" in info.value.message
+
+    chunks = [b"x" * 600] * 5
+
+    async def fast():
+        return {"type": "http.request", "body": chunks.pop(), "more_body": bool(chunks)}
+
+    async def refuse_then_drain(max_drain):
+        request, stream = limited_request(Request(scope, fast), 1000)
+        with pytest.raises(RequestError):
+            await request.body()
+        return await stream.drain(max_drain), len(chunks)
+
+    assert asyncio.run(refuse_then_drain(10_000)) == (True, 0)  # the whole body was consumed
+    chunks[:] = [b"x" * 600] * 5
+    assert asyncio.run(refuse_then_drain(600)) == (False, 1)  # at most max_drain (+ one chunk) more
 
 
 def test_concurrent_decoding_leaves_warning_filters_alone():

@@ -42,6 +42,11 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
         bad = [item for item in overrides if "=" not in item]
         if bad:
             raise ConfigError(f"overrides must look like key=value, got {bad}")
+        # A command-line value is a literal: `${oc.env:SECRET}` or `${other.key}` would copy secrets
+        # or unrelated settings into fields that are logged and served.
+        interpolated = [item for item in overrides if "${" in item.partition("=")[2]]
+        if interpolated:
+            raise ConfigError(f"overrides must be literal values, not interpolations ('${{...}}'): {interpolated}")
         given: list[Any] = [OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))] if overrides else []
         if path is not None:
             path = Path(path)

@@ -50,8 +50,23 @@ class ServeConfig:
     """Logical CPUs Ray reserves per replica."""
     gpus_per_replica: float = 0.0
     """GPUs Ray reserves per replica (set to engine.tensor_parallel_size on GPU clusters)."""
-    request_timeout_s: float = 0.0
-    """End-to-end HTTP timeout enforced by the Serve proxy; 0 = none."""
+    request_timeout_s: float = 300.0
+    """Longest a request may take end to end (body, decoding, generation); it gets 408 after that.
+    Enforced by the replica itself, so a client header (`x-request-timeout-seconds`) can neither
+    switch it off nor extend it. Raise it for long completions on slow hardware."""
+    body_timeout_s: float = 30.0
+    """Longest the whole request body may take to arrive; a slower client gets 408 and frees its
+    replica slot (a client trickling bytes must not hold a slot for ever)."""
+    max_drain_bytes: int = 128 * 1024 * 1024
+    """Before answering 413, the server reads and discards up to this much of the oversized body
+    (within body_timeout_s), so that clients that send the whole body before reading the reply
+    (Python's urllib) see the 413 instead of a connection reset."""
+    keep_alive_timeout_s: int = 5
+    """Seconds the HTTP proxy keeps an idle client connection open."""
+    ssl_certfile: str = ""
+    """PEM certificate (chain) for HTTPS; with ssl_keyfile, the proxy serves only HTTPS."""
+    ssl_keyfile: str = ""
+    """PEM private key of ssl_certfile."""
     max_image_bytes: int = 10 * 1024 * 1024
     """Largest accepted image file (after base64 decoding); larger uploads get 413."""
     max_image_pixels: int = DEFAULT_MAX_PIXELS
@@ -82,30 +97,9 @@ class ServeConfig:
     set here."""
 
     def __post_init__(self) -> None:
-        if not self.host:
-            raise ValueError("host must not be empty")
-        if not 0 < self.port < 65536:
-            raise ValueError(f"port must be in 1..65535, got {self.port}")
-        if self.replicas < 1:
-            raise ValueError(f"replicas must be >= 1, got {self.replicas}")
-        if self.max_replicas < 0 or self.min_replicas < 0:
-            raise ValueError("min_replicas and max_replicas must be >= 0")
-        if self.max_replicas and self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas {self.min_replicas} exceeds max_replicas {self.max_replicas}")
-        if self.target_ongoing_requests <= 0 or self.max_ongoing_requests < 1:
-            raise ValueError("target_ongoing_requests must be > 0 and max_ongoing_requests >= 1")
-        if self.cpus_per_replica < 0 or self.gpus_per_replica < 0 or self.request_timeout_s < 0:
-            raise ValueError("cpus_per_replica, gpus_per_replica and request_timeout_s must be >= 0")
-        if self.max_image_bytes < 1 or self.max_image_pixels < 1 or self.max_text_bytes < 1024:
-            raise ValueError("max_image_bytes and max_image_pixels must be >= 1, max_text_bytes >= 1024")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.max_tokens < 1 or self.temperature < 0:
-            raise ValueError("max_tokens must be >= 1 and temperature >= 0")
-        if not 1 <= self.max_choices <= 16:
-            raise ValueError(f"max_choices must be in 1..16, got {self.max_choices}")
-        if not self.token_env:
-            raise ValueError("token_env must name an environment variable")
+        errors = settings_errors(self)
+        if errors:
+            raise ValueError("; ".join(errors))
 
     @property
     def autoscaling(self) -> bool:
@@ -117,8 +111,62 @@ class ServeConfig:
         return math.ceil(self.max_image_bytes / 3) * 4 + self.max_text_bytes
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_certfile else "http"
+
+    @property
     def max_options(self) -> int:
         return len(OPTION_LETTERS)
+
+
+def settings_errors(config: ServeConfig) -> list[str]:
+    """Every invalid setting of `config`, each message naming its key (pure, unit-tested)."""
+    errors: list[str] = []
+
+    def need(ok: bool, key: str, rule: str) -> None:
+        if not ok:
+            errors.append(f"{key} must be {rule}, got {getattr(config, key)!r}")
+
+    need(bool(config.host.strip()), "host", "a non-empty address")
+    need(0 < config.port < 65536, "port", "in 1..65535")
+    need(bool(config.app_name.strip()), "app_name", "non-empty")
+    need(config.replicas >= 1, "replicas", ">= 1")
+    need(config.min_replicas >= 0, "min_replicas", ">= 0")
+    need(config.max_replicas >= 0, "max_replicas", ">= 0 (0 turns autoscaling off)")
+    if config.max_replicas and config.min_replicas > config.max_replicas:
+        errors.append(f"min_replicas ({config.min_replicas}) must not exceed max_replicas ({config.max_replicas})")
+    need(_positive(config.target_ongoing_requests), "target_ongoing_requests", "> 0")
+    need(config.max_ongoing_requests >= 1, "max_ongoing_requests", ">= 1")
+    need(config.cpus_per_replica >= 0, "cpus_per_replica", ">= 0")
+    need(config.gpus_per_replica >= 0, "gpus_per_replica", ">= 0")
+    need(_positive(config.request_timeout_s), "request_timeout_s", "> 0 seconds")
+    need(_positive(config.body_timeout_s), "body_timeout_s", "> 0 seconds")
+    if _positive(config.body_timeout_s) and _positive(config.request_timeout_s):
+        need(config.body_timeout_s <= config.request_timeout_s, "body_timeout_s", "<= request_timeout_s")
+    need(config.keep_alive_timeout_s >= 1, "keep_alive_timeout_s", ">= 1 second")
+    need(config.max_image_bytes >= 1, "max_image_bytes", ">= 1")
+    need(config.max_image_pixels >= 1, "max_image_pixels", ">= 1")
+    need(config.max_text_bytes >= 1024, "max_text_bytes", ">= 1024")
+    need(config.max_drain_bytes >= 0, "max_drain_bytes", ">= 0")
+    need(bool(config.ssl_certfile) == bool(config.ssl_keyfile), "ssl_keyfile",
+         "set together with ssl_certfile (HTTPS needs both)")
+    for key in ("ssl_certfile", "ssl_keyfile"):
+        path = getattr(config, key)
+        need(not path or os.path.isfile(path), key, "an existing file")
+    need(bool(config.token_env.strip()), "token_env", "the name of an environment variable")
+    need(config.mode in MODES, "mode", f"one of {', '.join(MODES)}")
+    need(config.max_tokens >= 1, "max_tokens", ">= 1")
+    need(_finite(config.temperature) and config.temperature >= 0, "temperature", ">= 0")
+    need(1 <= config.max_choices <= 16, "max_choices", "in 1..16")
+    return errors
+
+
+def _positive(value: float) -> bool:
+    return _finite(value) and value > 0
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def resolve_token(config: ServeConfig, environ: Mapping[str, str] | None = None) -> str | None:

@@ -29,6 +29,8 @@ MULTIPART = "multipart/form-data"
 NEUTRAL_PART_TYPES = frozenset({"", "application/octet-stream"})
 # Image-kind errors that mean "too big" rather than "broken".
 TOO_LARGE_KINDS = frozenset({"file_too_large", "decompression_bomb"})
+# Qwen2.5-VL's image processor refuses images whose long side is >= 200 times the short side.
+MAX_ASPECT_RATIO = 200
 _DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,", re.IGNORECASE)
 
 
@@ -106,11 +108,22 @@ def check_bearer(authorization: str | None, expected_digest: str | None) -> None
 
 
 # --------------------------------------------------------------------------- bodies
-def parse_json_object(body: bytes) -> dict[str, Any]:
+def load_json(text: bytes | str, what: str = "JSON body") -> Any:
+    """`json.loads` whose every failure is a 422 naming the problem, including input built to break
+    the parser: nesting deeper than Python's recursion limit (RecursionError) and integers above
+    Python's int-conversion digit limit (ValueError)."""
     try:
-        data = json.loads(body)
+        return json.loads(text)
+    except RecursionError:
+        raise RequestError(422, f"malformed {what}: arrays/objects nested too deeply") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RequestError(422, f"malformed JSON body: {error}") from None
+        raise RequestError(422, f"malformed {what}: {error}") from None
+    except ValueError as error:  # int("9" * 5000): "Exceeds the limit (4300 digits) ..."
+        raise RequestError(422, f"malformed {what}: a number has too many digits ({error})") from None
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    data = load_json(body)
     if not isinstance(data, dict):
         raise RequestError(422, "the JSON body must be an object")
     return data
@@ -182,10 +195,7 @@ def diagnose_from_json(data: Mapping[str, Any], max_image_bytes: int, default_mo
 def form_options(values: Sequence[str]) -> list[str]:
     """Options from a form: repeated `options` fields, or one field holding a JSON list."""
     if len(values) == 1 and values[0].lstrip().startswith("["):
-        try:
-            parsed = json.loads(values[0])
-        except json.JSONDecodeError as error:
-            raise RequestError(422, f"options is not a valid JSON list: {error}") from None
+        parsed = load_json(values[0], "options (a JSON list)")
         if not isinstance(parsed, list):
             raise RequestError(422, "options must be a JSON list")
         return parsed
@@ -227,10 +237,11 @@ def diagnose_from_form(fields: Mapping[str, Sequence[str]], file: tuple[str, byt
 def decode_upload(data: bytes, limits: ImageLimits):
     """Decode and validate an uploaded image with the project's validator -> upright RGB PIL image.
 
-    400 for anything that is not a usable image, 413 for files or pixel counts above the limits.
+    400 for anything that is not a usable image (including shapes the engine refuses), 413 for
+    files or pixel counts above the limits. Nothing the decoder raises becomes a 500.
     """
     try:
-        return load_image(
+        image = load_image(
             data,
             min_pixels=limits.resize_min_pixels,
             max_pixels=limits.resize_max_pixels,
@@ -240,3 +251,17 @@ def decode_upload(data: bytes, limits: ImageLimits):
     except ImageError as error:
         status = 413 if error.kind in TOO_LARGE_KINDS else 400
         raise RequestError(status, f"invalid image ({error.kind}): {error.reason}") from None
+    except MemoryError:
+        raise RequestError(413, "the image is too large to decode") from None
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, IndexError) as error:
+        raise RequestError(400, f"invalid image: {type(error).__name__}: {error}") from None
+    check_aspect_ratio(*image.size)
+    return image
+
+
+def check_aspect_ratio(width: int, height: int) -> None:
+    """400 for images at least MAX_ASPECT_RATIO times longer than wide (or the reverse): the
+    engine's image processor refuses them, and the request must fail as the client's error."""
+    if max(width, height) >= MAX_ASPECT_RATIO * min(width, height):
+        raise RequestError(400, f"invalid image (aspect_ratio): {width}x{height} after resizing; the long "
+                                f"side must be under {MAX_ASPECT_RATIO} times the short side")
