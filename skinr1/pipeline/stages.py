@@ -1,5 +1,9 @@
 """Pipeline stages. Each one writes a `stage.json` marker last; a finished stage whose inputs did
-not change is reused instead of recomputed (unless `fresh`)."""
+not change is reused instead of recomputed (unless `fresh`).
+
+Markers are portable: a path inside the run directory is recorded relative to it (as
+`<run_dir>/...`) and input artifacts are identified by content, so a run directory that was copied
+or moved reuses its finished stages."""
 
 from __future__ import annotations
 
@@ -16,6 +20,10 @@ from skinr1.pipeline.summaries import grpo_summary, sft_summary
 
 MARKER = "stage.json"
 PENDING = "stage.pending.json"
+RUN_DIR_TOKEN = "<run_dir>"
+SAMPLED_HASH_ABOVE = 64 * 1024 * 1024
+"""Files larger than this (model weights) are identified by size and three 1 MiB samples, not read whole."""
+_SAMPLE = 1024 * 1024
 """Written when a stage starts: which settings its partial work (checkpoints) was made with."""
 
 
@@ -23,47 +31,93 @@ class UnfinishedStageConflict(ValueError):
     """An unfinished stage's partial work was made with other settings than this run asks for."""
 
 
-def _fingerprint(settings: Any) -> str:
-    if dataclasses.is_dataclass(settings):
-        settings = dataclasses.asdict(settings)
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def portable(value: Any, root: Path | None) -> Any:
+    """`value` (settings, results: dataclasses, dicts, lists, strings) with every absolute path
+    inside `root` written as `<run_dir>/relative`, so that it does not change when the run moves."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {key: portable(item, root) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(item, root) for item in value]
+    if isinstance(value, Path):
+        value = str(value)
+    if root is not None and isinstance(value, str) and value.startswith("/"):
+        path = Path(value)
+        if path == root or root in path.parents:
+            return f"{RUN_DIR_TOKEN}/{path.relative_to(root)}".rstrip("/.")
+    return value
+
+
+def anchored(value: Any, root: Path | None) -> Any:
+    """The inverse of `portable`: `<run_dir>/relative` strings as absolute paths under `root`."""
+    if isinstance(value, dict):
+        return {key: anchored(item, root) for key, item in value.items()}
+    if isinstance(value, list):
+        return [anchored(item, root) for item in value]
+    if root is not None and isinstance(value, str) and value.startswith(RUN_DIR_TOKEN):
+        return str(root / value[len(RUN_DIR_TOKEN):].lstrip("/"))
+    return value
+
+
+def _fingerprint(settings: Any, root: Path | None = None) -> str:
+    return hashlib.sha256(json.dumps(portable(settings, root), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def artifact_identity(path: str | Path) -> dict[str, str]:
-    """A path plus a digest of its files' names, sizes and modification times: a stage whose input
-    was rebuilt (same path, new content) must not be reused."""
+    """A path plus a digest of its files' relative names, sizes and contents: a stage whose input
+    was rebuilt (same path, new content) must not be reused, while a copy (new modification times,
+    perhaps a new place) is the same input."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
     digest = hashlib.sha256()
     for file in files:
-        stat = file.stat()
-        digest.update(f"{file.relative_to(path) if file != path else file.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path) if file != path else file.name}:{size}\n".encode())
+        digest.update(_content_digest(file, size))
     return {"path": str(path), "digest": digest.hexdigest()[:16]}
 
 
-def finished_stage(directory: Path, settings: Any) -> dict | None:
+def _content_digest(file: Path, size: int) -> bytes:
+    content = hashlib.sha256()
+    with open(file, "rb") as handle:
+        if size <= SAMPLED_HASH_ABOVE:
+            for block in iter(lambda: handle.read(_SAMPLE), b""):
+                content.update(block)
+        else:  # retrained weights differ throughout; reading gigabytes at every start would not pay
+            for offset in (0, size // 2, size - _SAMPLE):
+                handle.seek(offset)
+                content.update(handle.read(_SAMPLE))
+    return content.digest()
+
+
+def finished_stage(directory: Path, settings: Any, root: Path | None = None) -> dict | None:
     """The stage's marker when it finished with the same settings, else None."""
     marker = directory / MARKER
     if not marker.is_file():
         return None
     record = json.loads(marker.read_text())
-    return record if record.get("fingerprint") == _fingerprint(settings) else None
+    return record if record.get("fingerprint") == _fingerprint(settings, root) else None
 
 
-def run_stage(name: str, directory: Path, settings: Any, work: Callable[[], dict], fresh: bool = False) -> dict:
-    """Run `work` unless the stage already finished with these settings; returns its result dict."""
+def run_stage(name: str, directory: Path, settings: Any, work: Callable[[], dict], fresh: bool = False,
+              root: Path | None = None) -> dict:
+    """Run `work` unless the stage already finished with these settings; returns its result dict.
+
+    `root` is the run directory: paths inside it are fingerprinted (and results recorded) relative
+    to it, so the stage is reused after the run directory is copied or moved."""
     from skinr1.data.records import write_text_atomic
 
     if not fresh:
-        previous = finished_stage(directory, settings)
+        previous = finished_stage(directory, settings, root)
         if previous is not None:
             print(f"[{name}] reusing the finished stage in {directory}")
-            return previous["result"] | {"reused": True}
+            return anchored(previous["result"], root) | {"reused": True}
         if (directory / MARKER).is_file():
             # Finished with other settings or inputs: its checkpoints must not seed this run.
             print(f"[{name}] settings or inputs changed since {directory} finished: recomputing")
             fresh = True
-        elif _pending_fingerprint(directory) not in (None, _fingerprint(settings)):
+        elif _pending_fingerprint(directory) not in (None, _fingerprint(settings, root)):
             # Resuming would continue another configuration's run (its optimizer, schedule, data
             # order) under this one's name; discarding it silently would lose work.
             raise UnfinishedStageConflict(
@@ -73,12 +127,13 @@ def run_stage(name: str, directory: Path, settings: Any, work: Callable[[], dict
     if fresh and directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(settings)
+    fingerprint = _fingerprint(settings, root)
     write_text_atomic(directory / PENDING, json.dumps({"stage": name, "fingerprint": fingerprint}))
     print(f"[{name}] running in {directory}")
     started = time.perf_counter()
     result = work()
-    record = {"stage": name, "fingerprint": fingerprint, "seconds": time.perf_counter() - started, "result": result}
+    record = {"stage": name, "fingerprint": fingerprint, "seconds": time.perf_counter() - started,
+              "result": portable(result, root)}
     write_text_atomic(directory / MARKER, json.dumps(record, indent=2, default=str))
     (directory / PENDING).unlink(missing_ok=True)
     print(f"[{name}] done in {record['seconds']:.0f} s")
@@ -98,7 +153,8 @@ def base_model_stage(config: SkinR1Config, fresh: bool = False) -> str:
 
     directory = Path(config.base_model_path)
     spec = TinyModelSpec(seed=config.seed)
-    run_stage("base model", directory, spec, lambda: {"path": str(build_tiny_model(directory, spec))}, fresh)
+    run_stage("base model", directory, spec, lambda: {"path": str(build_tiny_model(directory, spec))}, fresh,
+              root=config.run_path)
     return str(directory)
 
 
@@ -115,7 +171,8 @@ def data_stage(config: SkinR1Config, fresh: bool = False) -> Path:
                 "dense_skin_types": list(config.data.synthetic_dense_skin_types)}
     directory = config.data_path
     run_stage("data", directory, settings, lambda: synthesize(directory, seed=config.seed, scale=config.data.synthetic_scale,
-                                                              dense_skin_types=settings["dense_skin_types"]), fresh)
+                                                              dense_skin_types=settings["dense_skin_types"]), fresh,
+              root=config.run_path)
     return directory
 
 
@@ -125,7 +182,7 @@ def trajectories_stage(config: SkinR1Config, data_dir: Path, fresh: bool = False
 
     directory = config.trajectories_dir
     settings = dataclasses.replace(config.trajectories, input=str(data_dir / config.data.dense), output_dir=str(directory))
-    run_stage("trajectories", directory, settings, lambda: _summary(build_trajectories(settings)), fresh)
+    run_stage("trajectories", directory, settings, lambda: _summary(build_trajectories(settings)), fresh, root=config.run_path)
     return directory / "sft.jsonl"
 
 
@@ -138,7 +195,8 @@ def sft_stage(config: SkinR1Config, base_model: str, sft_data: Path, fresh: bool
     runtime = sft_settings(config)
     settings = {"sft": runtime.sft, "policy": runtime.policy, "base_model": base_model, "data": artifact_identity(sft_data)}
     run_stage("sft", directory, settings,
-              lambda: {"final": str(run_sft(base_model, str(sft_data), directory, runtime.sft, runtime.policy))}, fresh)
+              lambda: {"final": str(run_sft(base_model, str(sft_data), directory, runtime.sft, runtime.policy))}, fresh,
+              root=config.run_path)
     _print_summary(directory / "metrics.jsonl", sft_summary)
     return directory / "final"
 
@@ -169,7 +227,8 @@ def rl_policy_base(config: SkinR1Config, base_model: str, sft_policy: Path | Non
     policy = policy_settings(config)  # merged in the model's dtype; the processor keeps the bounds
     settings = {"sft": str(sft_policy), "base": base_model, "policy": policy}
     run_stage("merge sft", merged, settings,
-              lambda: {"path": str(merge_adapter(sft_policy, merged / "model", base=base_model, policy=policy))})
+              lambda: {"path": str(merge_adapter(sft_policy, merged / "model", base=base_model, policy=policy))},
+              root=config.run_path)
     return str(merged / "model")
 
 
@@ -219,7 +278,7 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
         return {"final": str(final), "steps": driver.step, "startup_s": driver.startup_s}
 
     # An unfinished run has no marker, so run_stage calls `work`, whose driver resumes from the last checkpoint.
-    final = Path(run_stage("rl", rl_dir, marker, work, fresh)["final"])
+    final = Path(run_stage("rl", rl_dir, marker, work, fresh, root=config.run_path)["final"])
     _print_summary(rl_dir / "metrics.jsonl", grpo_summary)
     return final
 
@@ -246,5 +305,5 @@ def eval_stage(config: SkinR1Config, checkpoints: dict[str, str], data_dir: Path
         write_report(report, directory)
         return {"report": str(directory / "report.json")}
 
-    run_stage("eval", directory, marker, work, fresh)
+    run_stage("eval", directory, marker, work, fresh, root=config.run_path)
     return json.loads((directory / "report.json").read_text())
