@@ -16,6 +16,7 @@ from learner.grpo_config import GRPOConfig
 from learner.sft_config import SFTConfig
 from rewards.config import RewardConfig
 from skinr1.trajectories.config import TrajectoriesConfig
+from skinr1.trackers import LoggingConfig
 
 TINY_MODEL = "tiny"
 
@@ -124,6 +125,8 @@ class SkinR1Config:
     """Reward of the GRPO stage."""
     rl: GRPOConfig = field(default_factory=GRPOConfig)
     """Stage 3: hierarchical GRPO."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Where metrics, the run's parameters and the evaluation report go (jsonl, tensorboard, wandb, mlflow)."""
 
     def __post_init__(self) -> None:
         if "://" in self.run_dir:

@@ -190,13 +190,17 @@ def sft_stage(config: SkinR1Config, base_model: str, sft_data: Path, fresh: bool
     """The SFT warm start; returns the final policy directory (adapter or full weights)."""
     from learner.sft import run_sft
     from skinr1.config.derive import sft_settings
+    from skinr1.trackers import replay_metrics
 
     directory = config.sft_dir
     runtime = sft_settings(config)
     settings = {"sft": runtime.sft, "policy": runtime.policy, "base_model": base_model, "data": artifact_identity(sft_data)}
-    run_stage("sft", directory, settings,
-              lambda: {"final": str(run_sft(base_model, str(sft_data), directory, runtime.sft, runtime.policy))}, fresh,
-              root=config.run_path)
+    def work() -> dict:
+        final = run_sft(base_model, str(sft_data), directory, runtime.sft, runtime.policy)
+        replay_metrics(config, directory, "sft")
+        return {"final": str(final)}
+
+    run_stage("sft", directory, settings, work, fresh, root=config.run_path)
     _print_summary(directory / "metrics.jsonl", sft_summary)
     return directory / "final"
 
@@ -256,6 +260,7 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
     from skinr1.metrics import MetricsLogger
     from skinr1.pipeline.rl_checkpoint import latest_checkpoint
     from skinr1.pipeline.rl_driver import GRPODriver, write_final_policy
+    from skinr1.trackers import open_stage_trackers
 
     rl_dir = config.rl_dir
     runtime = rl_settings(config)
@@ -270,7 +275,7 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
                             validation_manifest=str(validation) if validation else None)
         try:
             driver.start()
-            with MetricsLogger(rl_dir / "metrics.jsonl", rl_dir / "tensorboard") as logger:
+            with MetricsLogger(rl_dir / "metrics.jsonl", trackers=open_stage_trackers(config, rl_dir, "rl")) as logger:
                 driver.run(logger)
         finally:
             driver.shutdown()
@@ -292,6 +297,7 @@ def eval_stage(config: SkinR1Config, checkpoints: dict[str, str], data_dir: Path
     from skinr1.config.derive import eval_settings
     from skinr1.eval.report import compare_checkpoints, write_report
     from skinr1.eval.runner import evaluate_checkpoints
+    from skinr1.trackers import publish_report
 
     directory = directory or config.run_path / "eval"
     settings = eval_settings(config)
@@ -302,7 +308,7 @@ def eval_stage(config: SkinR1Config, checkpoints: dict[str, str], data_dir: Path
     def work() -> dict:
         report = evaluate_checkpoints(checkpoints, manifests, settings)
         compare_checkpoints(report, pairs)
-        write_report(report, directory)
+        publish_report(config, directory, report, write_report(report, directory).values())
         return {"report": str(directory / "report.json")}
 
     run_stage("eval", directory, marker, work, fresh, root=config.run_path)
