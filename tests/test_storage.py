@@ -143,3 +143,55 @@ def test_a_model_uri_is_copied_once_per_node(s3_server, tmp_path, monkeypatch):
     storage.delete_directory(storage.location(uri))  # a second load does not go to the bucket
     assert storage.cached_model(uri) == local
     assert storage.cached_model(str(model)) == str(model)  # local paths are used in place
+
+
+# ------------------------------------------------------------------------- run_dir in a bucket
+def _bucket_run(uri: str, node_cache: Path, monkeypatch):
+    """The run config as a driver on a node with its own (empty at first) local cache sees it."""
+    from skinr1.config.schema import load_run_config
+
+    monkeypatch.setenv("SKINR1_CACHE", str(node_cache))
+    demo = Path(storage.__file__).resolve().parent / "configs" / "demo.yaml"
+    return load_run_config(demo, [f"run_dir={uri}", "data.synthetic_scale=0.05"])
+
+
+def test_finished_stages_in_a_bucket_are_reused_by_a_driver_on_another_node(s3_server, tmp_path, monkeypatch, capsys):
+    from skinr1.pipeline import stages
+
+    uri = f"s3://{BUCKET}/runs/stages"
+    first = _bucket_run(uri, tmp_path / "node-a", monkeypatch)
+    assert first.run_path.is_relative_to(tmp_path / "node-a")
+    stages.trajectories_stage(first, stages.data_stage(first))
+    remote = storage.list_files(storage.location(uri))
+    assert {"data/stage.json", "data/sparse.jsonl", "trajectories/stage.json", "trajectories/sft.jsonl"} <= set(remote)
+
+    capsys.readouterr()
+    second = _bucket_run(uri, tmp_path / "node-b", monkeypatch)
+    sft_data = stages.trajectories_stage(second, stages.data_stage(second))
+    out = capsys.readouterr().out
+    assert "[data] reusing" in out and "[trajectories] reusing" in out, out
+    assert sft_data.is_relative_to(tmp_path / "node-b")
+    assert sft_data.read_text() == (first.trajectories_dir / "sft.jsonl").read_text()
+
+
+def test_grpo_checkpoints_go_to_the_bucket_and_a_new_driver_resumes_from_the_newest_committed(
+        s3_server, tmp_path, monkeypatch):
+    from skinr1.pipeline import rl_checkpoint
+
+    uri = f"s3://{BUCKET}/runs/grpo"
+    first = _bucket_run(uri, tmp_path / "node-a", monkeypatch)
+    for step in (1, 2, 3):
+        staging = rl_checkpoint.staging_directory(first.rl_dir, step)
+        (staging / "policy").mkdir()
+        (staging / "policy" / "adapter.safetensors").write_bytes(b"w%d" % step * 10)
+        rl_checkpoint.commit_checkpoint(staging, first.rl_dir, step, {"step": step}, keep=2)
+    remote = storage.location(uri).child("rl", "checkpoints")
+    assert [c.step for c in storage.committed_checkpoints(remote)] == [2, 3]
+    # A driver killed while uploading step 4 left files but no marker.
+    storage.upload_directory(rl_checkpoint.latest_checkpoint(first.rl_dir), remote.child("step-000004.bbbbbbbbbbbb"))
+
+    second = _bucket_run(uri, tmp_path / "node-b", monkeypatch)
+    latest = rl_checkpoint.latest_checkpoint(second.rl_dir)
+    assert latest.is_relative_to(tmp_path / "node-b") and latest.name == "step-000003"
+    assert rl_checkpoint.read_state(latest) == {"step": 3}
+    assert (latest / "policy" / "adapter.safetensors").read_bytes() == b"w3" * 10

@@ -6,7 +6,8 @@ state: weights it trains, optimizer, LR schedule) and `driver_state.json` (step,
 version, RNG state, reward curve).
 The learners write into a staging directory that is committed only when complete (skinr1.atomic:
 fsynced, renamed into place; a crash at any instant leaves the previous or the new checkpoint, which
-`latest_checkpoint` recovers before it looks).
+`latest_checkpoint` recovers before it looks). A run_dir in a bucket also gets each checkpoint
+committed there (skinr1.run_mirror), and resumes from the bucket's newest committed one.
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ def list_checkpoints(rl_dir: str | Path) -> list[Path]:
 
 def latest_checkpoint(rl_dir: str | Path) -> Path | None:
     """The newest complete checkpoint, after finishing or undoing a commit a crash interrupted."""
+    from skinr1 import run_mirror
+
     for action in recover(checkpoint_root(rl_dir)):
         log.info("checkpoint recovery in %s: %s", checkpoint_root(rl_dir), action)
+    run_mirror.pull_latest_checkpoint(checkpoint_root(rl_dir))  # a run_dir in a bucket: its newest commit
     found = list_checkpoints(rl_dir)
     return found[-1] if found else None
 
@@ -55,6 +59,9 @@ def commit_checkpoint(staging: Path, rl_dir: str | Path, step: int, state: dict[
     final = commit_directory(staging, checkpoint_root(rl_dir) / f"step-{step:06d}")
     for old in list_checkpoints(rl_dir)[:-keep]:
         retire_directory(old)
+    from skinr1 import run_mirror
+
+    run_mirror.push_checkpoint(final, step, keep)  # a run_dir in a bucket: committed there too
     return final
 
 

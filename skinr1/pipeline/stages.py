@@ -106,9 +106,11 @@ def run_stage(name: str, directory: Path, settings: Any, work: Callable[[], dict
 
     `root` is the run directory: paths inside it are fingerprinted (and results recorded) relative
     to it, so the stage is reused after the run directory is copied or moved."""
+    from skinr1 import run_mirror
     from skinr1.data.records import write_text_atomic
 
     if not fresh:
+        run_mirror.pull_stage(directory)  # a run_dir in a bucket: what another node finished
         previous = finished_stage(directory, settings, root)
         if previous is not None:
             print(f"[{name}] reusing the finished stage in {directory}")
@@ -124,11 +126,13 @@ def run_stage(name: str, directory: Path, settings: Any, work: Callable[[], dict
                 f"{directory} holds an unfinished {name} run started with other settings or inputs; "
                 "rerun with --fresh to discard it, or with the settings it started with to resume it"
             )
-    if fresh and directory.exists():
-        shutil.rmtree(directory)
+    if fresh:
+        run_mirror.clear_stage(directory)
+        shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(settings, root)
     write_text_atomic(directory / PENDING, json.dumps({"stage": name, "fingerprint": fingerprint}))
+    run_mirror.push_files(directory, [directory / PENDING])
     print(f"[{name}] running in {directory}")
     started = time.perf_counter()
     result = work()
@@ -136,6 +140,7 @@ def run_stage(name: str, directory: Path, settings: Any, work: Callable[[], dict
               "result": portable(result, root)}
     write_text_atomic(directory / MARKER, json.dumps(record, indent=2, default=str))
     (directory / PENDING).unlink(missing_ok=True)
+    run_mirror.push_stage(directory)
     print(f"[{name}] done in {record['seconds']:.0f} s")
     return result | {"seconds": record["seconds"], "reused": False}
 
@@ -148,7 +153,9 @@ def _pending_fingerprint(directory: Path) -> str | None:
 def base_model_stage(config: SkinR1Config, fresh: bool = False) -> str:
     """The base policy: a local checkpoint or hub id as given, or the tiny model built on demand."""
     if config.model.name_or_path != TINY_MODEL:
-        return config.model.name_or_path
+        from skinr1.storage import cached_model
+
+        return cached_model(config.model.name_or_path)  # a URI: copied once per node
     from skinr1.models.tiny import TinyModelSpec, build_tiny_model
 
     directory = Path(config.base_model_path)
