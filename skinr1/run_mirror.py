@@ -100,7 +100,7 @@ def pull_stage(directory: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
         pafs.copy_files(remote.child(name).path, str(local), source_filesystem=remote.filesystem)
     if remote_files:
-        log.info("pulled %s from %s", directory, remote.uri)
+        print(f"pulled {directory.name}/ from {remote.uri}")
 
 
 def push_checkpoint(checkpoint: Path, step: int, keep: int) -> None:
@@ -132,4 +132,4 @@ def pull_latest_checkpoint(checkpoint_root: Path) -> None:
         return
     with atomic_directory(checkpoint_root / f"step-{latest.step:06d}") as staging:
         storage.fetch_checkpoint(latest, staging)
-    log.info("resuming from %s (step %d)", latest.location.uri, latest.step)
+    print(f"[rl] resuming from {latest.location.uri} (step {latest.step}), the newest committed checkpoint")
