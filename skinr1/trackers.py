@@ -126,7 +126,7 @@ class WandbTracker(Tracker):
         self.run.config.update(params, allow_val_change=True)
 
     def log_artifact(self, path: Path) -> None:
-        artifact = self.wandb.Artifact(re.sub(r"[^\w.-]", "-", f"{self.run.name}-{path.stem}"), type=path.suffix.lstrip(".") or "file")
+        artifact = self.wandb.Artifact(re.sub(r"[^\w.-]", "-", f"{self.run.name}-{path.name}"), type=path.suffix.lstrip(".") or "file")
         artifact.add_file(str(path))
         self.run.log_artifact(artifact)
 
@@ -286,7 +286,8 @@ def stage_trackers(settings: LoggingConfig, stage_dir: Path, stage: str, run_nam
             return tracker
 
         trackers.append(BackgroundTracker("mlflow", build_mlflow, settings.flush_timeout_s))
-    _save_run_ids(stage_dir, ids)
+    if ids:
+        _save_run_ids(stage_dir, ids)
     return trackers
 
 

@@ -96,7 +96,7 @@ def test_wandb_offline_run_holds_the_scalars_config_and_report(tmp_path, monkeyp
     eval_id = json.loads((config.run_path / "eval" / IDS_FILE).read_text())["wandb"]
     eval_records = list(_wandb_records(next((config.run_path / "eval").glob(f"wandb/offline-run-*-{eval_id}/run-*.wandb"))))
     artifacts = [r.artifact for r in eval_records if r.WhichOneof("record_type") == "artifact"]
-    assert sorted(a.type for a in artifacts) == ["json", "png"]
+    assert sorted((a.name, a.type) for a in artifacts) == [("run-eval-report.json", "json"), ("run-eval-report.png", "png")]
     assert sorted(entry.path for a in artifacts for entry in a.manifest.contents) == ["report.json", "report.png"]
     eval_history = _history(eval_records)
     assert eval_history[0]["checkpoints/sft/accuracy/leaf"] == 0.25
