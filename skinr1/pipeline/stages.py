@@ -44,8 +44,10 @@ def portable(value: Any, root: Path | None) -> Any:
         value = str(value)
     if root is not None and isinstance(value, str) and value.startswith("/"):
         path = Path(value)
-        if path == root or root in path.parents:
-            return f"{RUN_DIR_TOKEN}/{path.relative_to(root)}".rstrip("/.")
+        if path == root:
+            return RUN_DIR_TOKEN
+        if root in path.parents:
+            return f"{RUN_DIR_TOKEN}/{path.relative_to(root)}"
     return value
 
 
