@@ -96,5 +96,6 @@ def test_grpo_driver_killed_then_resumed_from_the_bucket(bucket_env, ray_local, 
     import json
 
     rows = [json.loads(line) for line in storage.read_text(remote.child("rl", "metrics.jsonl")).splitlines()]
-    assert rows[-1]["step"] == 3 and rows[-1]["rollout_versions"] == [2]  # step 3 from the step-2 checkpoint
+    # Steps 1-2 came from the killed driver (pushed with its checkpoints); the resumed one ran step 3 only.
+    assert [row["step"] for row in rows] == [1, 2, 3]
     print("\n".join(line for line in output.splitlines() if "resum" in line or "pulled" in line or "reusing" in line))
