@@ -130,9 +130,10 @@ def test_reward_probe_settings_are_checked():
         load_run_config(None, ["rl.probe_prompts=0"])
 
 
-def test_run_dir_uri_is_refused_with_the_reason():
+@pytest.mark.parametrize("uri", ["ftp://host/skinr1/runs", "hdfs://namenode/skinr1/runs"])
+def test_run_dir_uri_of_an_unsupported_scheme_is_refused_with_the_reason(uri):
     from skinr1.config.loader import ConfigError
     from skinr1.config.schema import load_run_config
 
-    with pytest.raises(ConfigError, match="shared file system"):
-        load_run_config(None, ["run_dir=s3://bucket/skinr1/runs"])
+    with pytest.raises(ConfigError, match=r"run_dir .*not supported; use a local or shared path, or one of s3://"):
+        load_run_config(None, [f"run_dir={uri}"])

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -11,11 +14,66 @@ from skinr1.pipeline.stages import UnfinishedStageConflict, artifact_identity, r
 
 def test_identity_changes_when_an_input_is_rebuilt(tmp_path):
     (tmp_path / "a.txt").write_text("one")
+    stat = (tmp_path / "a.txt").stat()
     first = artifact_identity(tmp_path)
     assert artifact_identity(tmp_path) == first
-    os.utime(tmp_path / "a.txt", ns=(1, 1))  # same path and size, new modification time
+    (tmp_path / "a.txt").write_text("two")  # same path and size, new content
+    os.utime(tmp_path / "a.txt", ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even with the old time
     assert artifact_identity(tmp_path) != first
     assert artifact_identity(tmp_path / "a.txt")["path"].endswith("a.txt")
+
+
+def test_identity_of_a_copy_is_the_same(tmp_path):
+    (tmp_path / "a" / "sub").mkdir(parents=True)
+    (tmp_path / "a" / "sub" / "w.bin").write_bytes(b"weights")
+    first = artifact_identity(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b", copy_function=shutil.copy)  # new modification times
+    os.utime(tmp_path / "b" / "sub" / "w.bin", ns=(1, 1))
+    assert artifact_identity(tmp_path / "b")["digest"] == first["digest"]
+
+
+def test_a_stage_with_paths_inside_the_run_dir_is_reused_after_the_run_dir_moves(tmp_path, capsys):
+    """A copied run directory reuses its stages, and the reused result points into the copy."""
+    def settings(root: Path) -> dict:
+        return {"data": artifact_identity(root / "data.jsonl"), "base": str(root / "base_model"), "lr": 1,
+                "outside": "/opt/models/base"}
+
+    def work(root: Path):
+        def run() -> dict:
+            (root / "stage" / "final").mkdir(parents=True)
+            return {"final": str(root / "stage" / "final"), "n": 1}
+        return run
+
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "data.jsonl").write_text('{"x": 1}\n')
+    assert run_stage("s", first / "stage", settings(first), work(first), root=first)["reused"] is False
+    moved = tmp_path / "moved"
+    subprocess.run(["cp", "-r", str(first), str(moved)], check=True)
+    shutil.rmtree(first)
+    result = run_stage("s", moved / "stage", settings(moved), work(moved), root=moved)
+    assert result["reused"] is True
+    assert result["final"] == str(moved / "stage" / "final")
+    # A changed input inside the moved run is still noticed.
+    (moved / "data.jsonl").write_text('{"x": 2}\n')
+    assert run_stage("s", moved / "stage", settings(moved), work(moved), root=moved)["reused"] is False
+
+
+def test_a_copied_run_dir_reuses_its_data_and_trajectories(tmp_path, capsys):
+    from skinr1.config.schema import load_run_config
+    from skinr1.pipeline import stages
+
+    demo = Path(stages.__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    overrides = ["data.synthetic_scale=0.05"]
+    config = load_run_config(demo, [f"run_dir={tmp_path / 'demo'}", *overrides])
+    stages.trajectories_stage(config, stages.data_stage(config))
+    subprocess.run(["cp", "-r", str(tmp_path / "demo"), str(tmp_path / "copy")], check=True)
+    capsys.readouterr()
+    copy = load_run_config(demo, [f"run_dir={tmp_path / 'copy'}", *overrides])
+    sft_data = stages.trajectories_stage(copy, stages.data_stage(copy))
+    out = capsys.readouterr().out
+    assert "[data] reusing" in out and "[trajectories] reusing" in out, out
+    assert sft_data == tmp_path / "copy" / "trajectories" / "sft.jsonl"
 
 
 def test_finished_stage_is_reused_and_recomputed_from_scratch_when_settings_change(tmp_path):

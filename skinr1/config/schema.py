@@ -18,6 +18,7 @@ from learner.sft_config import SFTConfig
 from rewards.config import RewardConfig
 from skinr1.models.perception import PerceptionSettings
 from skinr1.trajectories.config import TrajectoriesConfig
+from skinr1.trackers import LoggingConfig
 
 TINY_MODEL = "tiny"
 
@@ -112,8 +113,9 @@ class SkinR1Config:
     """A whole SkinR1 run: trajectories -> SFT -> GRPO -> evaluation."""
 
     run_dir: str = "runs/demo"
-    """Every output of the run lands under this directory: a local path, or on a cluster a shared
-    POSIX file system mounted on every node (object-store URIs such as s3:// are not supported)."""
+    """Every output of the run lands under this directory: a local path, on a cluster a shared
+    POSIX file system mounted on every node, or a bucket (s3://bucket/run, gs://bucket/run) that
+    the driver mirrors in a node-local directory (skinr1.run_mirror)."""
     seed: int = 0
     """Global seed (stages derive theirs from it unless set explicitly)."""
     variant: str = ""
@@ -134,14 +136,14 @@ class SkinR1Config:
     """Reward of the GRPO stage."""
     rl: GRPOConfig = field(default_factory=GRPOConfig)
     """Stage 3: hierarchical GRPO."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Where metrics, the run's parameters and the evaluation report go (jsonl, tensorboard, wandb, mlflow)."""
 
     def __post_init__(self) -> None:
         at_least("seed", self.seed, 0)
-        if "://" in self.run_dir:
-            raise ValueError(
-                f"run_dir {self.run_dir!r} is a URI; checkpoints are written with atomic renames, which object "
-                "stores do not offer: use a shared file system path (e.g. an EFS/Filestore/NFS mount)"
-            )
+        from skinr1.storage import check_uri
+
+        check_uri(self.run_dir, "run_dir")
         if self.variant and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.variant):
             raise ValueError(f"variant must be a plain name (letters, digits, _ . -), got {self.variant!r}")
         if self.rl.mode != self.reward.mode:
@@ -157,6 +159,10 @@ class SkinR1Config:
     # ----------------------------------------------------------------- derived paths
     @property
     def run_path(self) -> Path:
+        if "://" in self.run_dir:
+            from skinr1.run_mirror import register
+
+            return register(self.run_dir)  # the node-local mirror of the bucket
         return Path(self.run_dir).expanduser().resolve()
 
     @property

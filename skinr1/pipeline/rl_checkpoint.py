@@ -4,18 +4,23 @@ Contents: `policy/` (the adapter in PEFT format, or for full fine-tuning the who
 Face format; either is what `final/` and evaluation read), `engine/` (every learner rank's DeepSpeed
 state: weights it trains, optimizer, LR schedule) and `driver_state.json` (step, data cursor, policy
 version, RNG state, reward curve).
-The learners write into a staging directory that is renamed into place only when complete.
+The learners write into a staging directory that is committed only when complete (skinr1.atomic:
+fsynced, renamed into place; a crash at any instant leaves the previous or the new checkpoint, which
+`latest_checkpoint` recovers before it looks). A run_dir in a bucket also gets each checkpoint
+committed there (skinr1.run_mirror), and resumes from the bucket's newest committed one.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from skinr1.atomic import commit_directory, recover, retire_directory, staging_path
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "driver_state.json"
 
@@ -33,26 +38,30 @@ def list_checkpoints(rl_dir: str | Path) -> list[Path]:
 
 
 def latest_checkpoint(rl_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint, after finishing or undoing a commit a crash interrupted."""
+    from skinr1 import run_mirror
+
+    for action in recover(checkpoint_root(rl_dir)):
+        log.info("checkpoint recovery in %s: %s", checkpoint_root(rl_dir), action)
+    run_mirror.pull_latest_checkpoint(checkpoint_root(rl_dir))  # a run_dir in a bucket: its newest commit
     found = list_checkpoints(rl_dir)
     return found[-1] if found else None
 
 
 def staging_directory(rl_dir: str | Path, step: int) -> Path:
-    root = checkpoint_root(rl_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:06d}.", suffix=".tmp"))
+    return staging_path(checkpoint_root(rl_dir) / f"step-{step:06d}")
 
 
 def commit_checkpoint(staging: Path, rl_dir: str | Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write the driver state last, rename the staging directory into place, prune old ones."""
+    """Write the driver state last, commit the staging directory (replacing a checkpoint of the same
+    step), then retire all but the newest `keep`."""
     (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
-    os.chmod(staging, 0o755)
-    final = checkpoint_root(rl_dir) / f"step-{step:06d}"
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
+    final = commit_directory(staging, checkpoint_root(rl_dir) / f"step-{step:06d}")
     for old in list_checkpoints(rl_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        retire_directory(old)
+    from skinr1 import run_mirror
+
+    run_mirror.push_checkpoint(final, step, keep)  # a run_dir in a bucket: committed there too
     return final
 
 

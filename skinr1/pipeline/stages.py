@@ -1,5 +1,9 @@
 """Pipeline stages. Each one writes a `stage.json` marker last; a finished stage whose inputs did
-not change is reused instead of recomputed (unless `fresh`)."""
+not change is reused instead of recomputed (unless `fresh`).
+
+Markers are portable: a path inside the run directory is recorded relative to it (as
+`<run_dir>/...`) and input artifacts are identified by content, so a run directory that was copied
+or moved reuses its finished stages."""
 
 from __future__ import annotations
 
@@ -16,6 +20,10 @@ from skinr1.pipeline.summaries import grpo_summary, sft_summary
 
 MARKER = "stage.json"
 PENDING = "stage.pending.json"
+RUN_DIR_TOKEN = "<run_dir>"
+SAMPLED_HASH_ABOVE = 64 * 1024 * 1024
+"""Files larger than this (model weights) are identified by size and three 1 MiB samples, not read whole."""
+_SAMPLE = 1024 * 1024
 """Written when a stage starts: which settings its partial work (checkpoints) was made with."""
 
 
@@ -23,64 +31,118 @@ class UnfinishedStageConflict(ValueError):
     """An unfinished stage's partial work was made with other settings than this run asks for."""
 
 
-def _fingerprint(settings: Any) -> str:
-    if dataclasses.is_dataclass(settings):
-        settings = dataclasses.asdict(settings)
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def portable(value: Any, root: Path | None) -> Any:
+    """`value` (settings, results: dataclasses, dicts, lists, strings) with every absolute path
+    inside `root` written as `<run_dir>/relative`, so that it does not change when the run moves."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {key: portable(item, root) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(item, root) for item in value]
+    if isinstance(value, Path):
+        value = str(value)
+    if root is not None and isinstance(value, str) and value.startswith("/"):
+        path = Path(value)
+        if path == root:
+            return RUN_DIR_TOKEN
+        if root in path.parents:
+            return f"{RUN_DIR_TOKEN}/{path.relative_to(root)}"
+    return value
+
+
+def anchored(value: Any, root: Path | None) -> Any:
+    """The inverse of `portable`: `<run_dir>/relative` strings as absolute paths under `root`."""
+    if isinstance(value, dict):
+        return {key: anchored(item, root) for key, item in value.items()}
+    if isinstance(value, list):
+        return [anchored(item, root) for item in value]
+    if root is not None and isinstance(value, str) and value.startswith(RUN_DIR_TOKEN):
+        return str(root / value[len(RUN_DIR_TOKEN):].lstrip("/"))
+    return value
+
+
+def _fingerprint(settings: Any, root: Path | None = None) -> str:
+    return hashlib.sha256(json.dumps(portable(settings, root), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def artifact_identity(path: str | Path) -> dict[str, str]:
-    """A path plus a digest of its files' names, sizes and modification times: a stage whose input
-    was rebuilt (same path, new content) must not be reused."""
+    """A path plus a digest of its files' relative names, sizes and contents: a stage whose input
+    was rebuilt (same path, new content) must not be reused, while a copy (new modification times,
+    perhaps a new place) is the same input."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
     digest = hashlib.sha256()
     for file in files:
-        stat = file.stat()
-        digest.update(f"{file.relative_to(path) if file != path else file.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path) if file != path else file.name}:{size}\n".encode())
+        digest.update(_content_digest(file, size))
     return {"path": str(path), "digest": digest.hexdigest()[:16]}
 
 
-def finished_stage(directory: Path, settings: Any) -> dict | None:
+def _content_digest(file: Path, size: int) -> bytes:
+    content = hashlib.sha256()
+    with open(file, "rb") as handle:
+        if size <= SAMPLED_HASH_ABOVE:
+            for block in iter(lambda: handle.read(_SAMPLE), b""):
+                content.update(block)
+        else:  # retrained weights differ throughout; reading gigabytes at every start would not pay
+            for offset in (0, size // 2, size - _SAMPLE):
+                handle.seek(offset)
+                content.update(handle.read(_SAMPLE))
+    return content.digest()
+
+
+def finished_stage(directory: Path, settings: Any, root: Path | None = None) -> dict | None:
     """The stage's marker when it finished with the same settings, else None."""
     marker = directory / MARKER
     if not marker.is_file():
         return None
     record = json.loads(marker.read_text())
-    return record if record.get("fingerprint") == _fingerprint(settings) else None
+    return record if record.get("fingerprint") == _fingerprint(settings, root) else None
 
 
-def run_stage(name: str, directory: Path, settings: Any, work: Callable[[], dict], fresh: bool = False) -> dict:
-    """Run `work` unless the stage already finished with these settings; returns its result dict."""
+def run_stage(name: str, directory: Path, settings: Any, work: Callable[[], dict], fresh: bool = False,
+              root: Path | None = None) -> dict:
+    """Run `work` unless the stage already finished with these settings; returns its result dict.
+
+    `root` is the run directory: paths inside it are fingerprinted (and results recorded) relative
+    to it, so the stage is reused after the run directory is copied or moved."""
+    from skinr1 import run_mirror
     from skinr1.data.records import write_text_atomic
 
     if not fresh:
-        previous = finished_stage(directory, settings)
+        run_mirror.pull_stage(directory)  # a run_dir in a bucket: what another node finished
+        previous = finished_stage(directory, settings, root)
         if previous is not None:
             print(f"[{name}] reusing the finished stage in {directory}")
-            return previous["result"] | {"reused": True}
+            return anchored(previous["result"], root) | {"reused": True}
         if (directory / MARKER).is_file():
             # Finished with other settings or inputs: its checkpoints must not seed this run.
             print(f"[{name}] settings or inputs changed since {directory} finished: recomputing")
             fresh = True
-        elif _pending_fingerprint(directory) not in (None, _fingerprint(settings)):
+        elif _pending_fingerprint(directory) not in (None, _fingerprint(settings, root)):
             # Resuming would continue another configuration's run (its optimizer, schedule, data
             # order) under this one's name; discarding it silently would lose work.
             raise UnfinishedStageConflict(
                 f"{directory} holds an unfinished {name} run started with other settings or inputs; "
                 "rerun with --fresh to discard it, or with the settings it started with to resume it"
             )
-    if fresh and directory.exists():
-        shutil.rmtree(directory)
+    if fresh:
+        run_mirror.clear_stage(directory)
+        shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(settings)
+    fingerprint = _fingerprint(settings, root)
     write_text_atomic(directory / PENDING, json.dumps({"stage": name, "fingerprint": fingerprint}))
+    run_mirror.push_files(directory, [directory / PENDING])
     print(f"[{name}] running in {directory}")
     started = time.perf_counter()
     result = work()
-    record = {"stage": name, "fingerprint": fingerprint, "seconds": time.perf_counter() - started, "result": result}
+    record = {"stage": name, "fingerprint": fingerprint, "seconds": time.perf_counter() - started,
+              "result": portable(result, root)}
     write_text_atomic(directory / MARKER, json.dumps(record, indent=2, default=str))
     (directory / PENDING).unlink(missing_ok=True)
+    run_mirror.push_stage(directory)
     print(f"[{name}] done in {record['seconds']:.0f} s")
     return result | {"seconds": record["seconds"], "reused": False}
 
@@ -93,7 +155,9 @@ def _pending_fingerprint(directory: Path) -> str | None:
 def base_model_stage(config: SkinR1Config, fresh: bool = False) -> str:
     """The base policy: a local checkpoint or hub id as given, or the tiny model built on demand."""
     if config.model.name_or_path != TINY_MODEL:
-        return config.model.name_or_path
+        from skinr1.storage import cached_model
+
+        return cached_model(config.model.name_or_path)  # a URI: copied once per node
     from skinr1.models.tiny import TinyModelSpec, build_tiny_model
 
     directory = Path(config.base_model_path)
@@ -110,7 +174,7 @@ def base_model_stage(config: SkinR1Config, fresh: bool = False) -> str:
             result["perception"] = pretrain_perception(directory, perception, seed=config.seed)
         return result
 
-    run_stage("base model", directory, settings, build, fresh)
+    run_stage("base model", directory, settings, build, fresh, root=config.run_path)
     return str(directory)
 
 
@@ -127,7 +191,8 @@ def data_stage(config: SkinR1Config, fresh: bool = False) -> Path:
                 "dense_skin_types": list(config.data.synthetic_dense_skin_types)}
     directory = config.data_path
     run_stage("data", directory, settings, lambda: synthesize(directory, seed=config.seed, scale=config.data.synthetic_scale,
-                                                              dense_skin_types=settings["dense_skin_types"]), fresh)
+                                                              dense_skin_types=settings["dense_skin_types"]), fresh,
+              root=config.run_path)
     return directory
 
 
@@ -137,7 +202,7 @@ def trajectories_stage(config: SkinR1Config, data_dir: Path, fresh: bool = False
 
     directory = config.trajectories_dir
     settings = dataclasses.replace(config.trajectories, input=str(data_dir / config.data.dense), output_dir=str(directory))
-    run_stage("trajectories", directory, settings, lambda: _summary(build_trajectories(settings)), fresh)
+    run_stage("trajectories", directory, settings, lambda: _summary(build_trajectories(settings)), fresh, root=config.run_path)
     return directory / "sft.jsonl"
 
 
@@ -145,12 +210,17 @@ def sft_stage(config: SkinR1Config, base_model: str, sft_data: Path, fresh: bool
     """The SFT warm start; returns the final policy directory (adapter or full weights)."""
     from learner.sft import run_sft
     from skinr1.config.derive import sft_settings
+    from skinr1.trackers import replay_metrics
 
     directory = config.sft_dir
     runtime = sft_settings(config)
     settings = {"sft": runtime.sft, "policy": runtime.policy, "base_model": base_model, "data": artifact_identity(sft_data)}
-    run_stage("sft", directory, settings,
-              lambda: {"final": str(run_sft(base_model, str(sft_data), directory, runtime.sft, runtime.policy))}, fresh)
+    def work() -> dict:
+        final = run_sft(base_model, str(sft_data), directory, runtime.sft, runtime.policy)
+        replay_metrics(config, directory, "sft")
+        return {"final": str(final)}
+
+    run_stage("sft", directory, settings, work, fresh, root=config.run_path)
     _print_summary(directory / "metrics.jsonl", sft_summary)
     return directory / "final"
 
@@ -186,7 +256,8 @@ def rl_policy_start(config: SkinR1Config, base_model: str, sft_policy: Path | No
     policy = policy_settings(config)  # merged in the model's dtype; the processor keeps the bounds
     settings = {"sft": str(sft_policy), "base": base_model, "policy": policy}
     run_stage("merge sft", merged, settings,
-              lambda: {"path": str(merge_adapter(sft_policy, merged / "model", base=base_model, policy=policy))})
+              lambda: {"path": str(merge_adapter(sft_policy, merged / "model", base=base_model, policy=policy))},
+              root=config.run_path)
     if config.rl.continue_sft_adapter:
         return PolicyStart(base=base_model, adapter=str(sft_policy), reference=str(merged / "model"))
     return PolicyStart(base=str(merged / "model"))
@@ -216,6 +287,7 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
     from skinr1.metrics import MetricsLogger
     from skinr1.pipeline.rl_checkpoint import latest_checkpoint
     from skinr1.pipeline.rl_driver import GRPODriver, write_final_policy
+    from skinr1.trackers import open_stage_trackers
 
     rl_dir = config.rl_dir
     runtime = rl_settings(config)
@@ -230,7 +302,7 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
                             validation_manifest=str(validation) if validation else None)
         try:
             driver.start()
-            with MetricsLogger(rl_dir / "metrics.jsonl", rl_dir / "tensorboard") as logger:
+            with MetricsLogger(rl_dir / "metrics.jsonl", trackers=open_stage_trackers(config, rl_dir, "rl")) as logger:
                 driver.run(logger)
         finally:
             driver.shutdown()
@@ -238,7 +310,7 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
         return {"final": str(final), "steps": driver.step, "startup_s": driver.startup_s}
 
     # An unfinished run has no marker, so run_stage calls `work`, whose driver resumes from the last checkpoint.
-    final = Path(run_stage("rl", rl_dir, marker, work, fresh)["final"])
+    final = Path(run_stage("rl", rl_dir, marker, work, fresh, root=config.run_path)["final"])
     _print_summary(rl_dir / "metrics.jsonl", grpo_summary)
     return final
 
@@ -252,6 +324,7 @@ def eval_stage(config: SkinR1Config, checkpoints: dict[str, str], data_dir: Path
     from skinr1.config.derive import eval_settings
     from skinr1.eval.report import compare_checkpoints, write_report
     from skinr1.eval.runner import evaluate_checkpoints
+    from skinr1.trackers import publish_report
 
     directory = directory or config.run_path / "eval"
     settings = eval_settings(config)
@@ -262,8 +335,8 @@ def eval_stage(config: SkinR1Config, checkpoints: dict[str, str], data_dir: Path
     def work() -> dict:
         report = evaluate_checkpoints(checkpoints, manifests, settings)
         compare_checkpoints(report, pairs)
-        write_report(report, directory)
+        publish_report(config, directory, report, write_report(report, directory).values())
         return {"report": str(directory / "report.json")}
 
-    run_stage("eval", directory, marker, work, fresh)
+    run_stage("eval", directory, marker, work, fresh, root=config.run_path)
     return json.loads((directory / "report.json").read_text())

@@ -1,0 +1,197 @@
+"""Object-storage run directories against a real S3-compatible server (moto) on 127.0.0.1: commit
+markers, half-written uploads ignored (a crash at every point of an upload), re-commits, pruning,
+the node-local model cache, and refusal of schemes nothing here can handle."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from skinr1 import storage
+from skinr1.atomic import CRASH_ENV, CRASH_EXIT_CODE
+
+BUCKET = "skinr1-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 server on 127.0.0.1; credentials and endpoint through the standard variables."""
+    pytest.importorskip("moto")
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_DEFAULT_REGION="us-east-1")
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+    for key, value in saved.items():
+        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+@pytest.fixture
+def root(s3_server, request):
+    return storage.location(f"s3://{BUCKET}/{request.node.name}/checkpoints")
+
+
+def _checkpoint(tmp_path: Path, name: str, step: int, tag: str) -> Path:
+    local = tmp_path / name
+    (local / "policy").mkdir(parents=True)
+    (local / "policy" / "adapter.safetensors").write_bytes(tag.encode() * 100)
+    (local / "engine").mkdir()
+    (local / "engine" / "rank0.pt").write_bytes(b"optimizer" + tag.encode())
+    (local / "driver_state.json").write_text(json.dumps({"step": step, "tag": tag}))
+    return local
+
+
+def _tag(stored: storage.StoredCheckpoint, tmp_path: Path) -> str:
+    local = storage.fetch_checkpoint(stored, tmp_path / f"fetched-{stored.location.path.rsplit('/', 1)[-1]}")
+    return json.loads((local / "driver_state.json").read_text())["tag"]
+
+
+@pytest.mark.parametrize("uri", ["ftp://host/run", "hdfs://namenode/run", "abfs://container/run"])
+def test_unsupported_schemes_are_refused_not_taken_for_paths(uri):
+    with pytest.raises(storage.UnsupportedStorageURI, match=r"run_dir .*not supported"):
+        storage.location(uri)
+
+
+def test_committed_checkpoints_are_listed_and_fetched(root, tmp_path):
+    for step in (1, 2):
+        storage.commit_checkpoint(_checkpoint(tmp_path, f"c{step}", step, f"v{step}"), root, step)
+    found = storage.committed_checkpoints(root)
+    assert [c.step for c in found] == [1, 2]
+    latest = storage.latest_committed(root)
+    fetched = storage.fetch_checkpoint(latest, tmp_path / "fetched")
+    assert sorted(str(p.relative_to(fetched)) for p in fetched.rglob("*") if p.is_file()) == [
+        "driver_state.json", "engine/rank0.pt", "policy/adapter.safetensors"]
+    assert (fetched / "policy" / "adapter.safetensors").read_bytes() == b"v2" * 100
+
+
+def test_half_written_and_damaged_checkpoints_are_ignored(root, tmp_path):
+    storage.commit_checkpoint(_checkpoint(tmp_path, "c1", 1, "v1"), root, 1)
+    # An upload cut short: files, no marker.
+    storage.upload_directory(_checkpoint(tmp_path, "c2", 2, "v2"), root.child("step-000002.aaaaaaaaaaaa"))
+    # A marker whose files are not all there (a deletion cut short, or a lost object).
+    damaged = storage.commit_checkpoint(_checkpoint(tmp_path, "c3", 3, "v3"), root, 3)
+    root.filesystem.delete_file(damaged.location.child("engine", "rank0.pt").path)
+    # Not a checkpoint at all.
+    storage.write_text(root.child("step-000009.notes.txt"), "x")
+    assert [c.step for c in storage.committed_checkpoints(root)] == [1]
+
+
+def test_recommitting_a_step_keeps_the_old_commit_until_the_new_one_is_complete(root, tmp_path):
+    storage.commit_checkpoint(_checkpoint(tmp_path, "a1", 1, "first-1"), root, 1)
+    storage.commit_checkpoint(_checkpoint(tmp_path, "a2", 2, "first-2"), root, 2)
+    storage.commit_checkpoint(_checkpoint(tmp_path, "b2", 2, "second-2"), root, 2)
+    found = storage.committed_checkpoints(root)
+    assert [(c.step, _tag(c, tmp_path)) for c in found] == [(1, "first-1"), (2, "second-2")]
+    storage.prune_checkpoints(root, keep=1)
+    assert [(c.step, _tag(c, tmp_path)) for c in storage.committed_checkpoints(root)] == [(2, "second-2")]
+    assert len(storage.list_files(root)) == 4  # one checkpoint: three files and its marker
+
+
+CHILD = r"""
+import sys
+from pathlib import Path
+from skinr1 import storage
+storage.commit_checkpoint(Path(sys.argv[2]), storage.location(sys.argv[1]), 2)
+"""
+
+
+def test_an_upload_killed_at_every_point_leaves_the_previous_checkpoint(s3_server, tmp_path):
+    uri = f"s3://{BUCKET}/killed/checkpoints"
+    root = storage.location(uri)
+    storage.commit_checkpoint(_checkpoint(tmp_path, "old", 1, "old"), root, 1)
+    new = _checkpoint(tmp_path, "new", 2, "new")
+    for k in range(10):
+        done = subprocess.run([sys.executable, "-c", CHILD, uri, str(new)], env=os.environ | {CRASH_ENV: str(k)},
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode in (0, CRASH_EXIT_CODE), done.stderr
+        latest = storage.latest_committed(root)
+        if done.returncode == CRASH_EXIT_CODE:
+            assert (latest.step, _tag(latest, tmp_path / str(k))) == (1, "old")
+        else:
+            assert (latest.step, _tag(latest, tmp_path / str(k))) == (2, "new")
+            break
+    assert k == 3  # a crash after each of the three files, then the commit went through
+
+
+def test_a_model_uri_is_copied_once_per_node(s3_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("SKINR1_CACHE", str(tmp_path / "cache"))
+    model = _checkpoint(tmp_path, "model", 0, "weights")
+    uri = f"s3://{BUCKET}/models/tiny"
+    storage.upload_directory(model, storage.location(uri))
+    local = storage.cached_model(uri)
+    assert Path(local, "policy", "adapter.safetensors").read_bytes() == b"weights" * 100
+    storage.delete_directory(storage.location(uri))  # a second load does not go to the bucket
+    assert storage.cached_model(uri) == local
+    assert storage.cached_model(str(model)) == str(model)  # local paths are used in place
+
+
+# ------------------------------------------------------------------------- run_dir in a bucket
+def _bucket_run(uri: str, node_cache: Path, monkeypatch):
+    """The run config as a driver on a node with its own (empty at first) local cache sees it."""
+    from skinr1.config.schema import load_run_config
+
+    monkeypatch.setenv("SKINR1_CACHE", str(node_cache))
+    demo = Path(storage.__file__).resolve().parent / "configs" / "demo.yaml"
+    return load_run_config(demo, [f"run_dir={uri}", "data.synthetic_scale=0.05"])
+
+
+def test_finished_stages_in_a_bucket_are_reused_by_a_driver_on_another_node(s3_server, tmp_path, monkeypatch, capsys):
+    from skinr1.pipeline import stages
+
+    uri = f"s3://{BUCKET}/runs/stages"
+    first = _bucket_run(uri, tmp_path / "node-a", monkeypatch)
+    assert first.run_path.is_relative_to(tmp_path / "node-a")
+    stages.trajectories_stage(first, stages.data_stage(first))
+    remote = storage.list_files(storage.location(uri))
+    assert {"data/stage.json", "data/sparse.jsonl", "trajectories/stage.json", "trajectories/sft.jsonl"} <= set(remote)
+
+    capsys.readouterr()
+    second = _bucket_run(uri, tmp_path / "node-b", monkeypatch)
+    sft_data = stages.trajectories_stage(second, stages.data_stage(second))
+    out = capsys.readouterr().out
+    assert "[data] reusing" in out and "[trajectories] reusing" in out, out
+    assert sft_data.is_relative_to(tmp_path / "node-b")
+    assert sft_data.read_text() == (first.trajectories_dir / "sft.jsonl").read_text()
+
+
+def test_grpo_checkpoints_go_to_the_bucket_and_a_new_driver_resumes_from_the_newest_committed(
+        s3_server, tmp_path, monkeypatch):
+    from skinr1.pipeline import rl_checkpoint
+
+    uri = f"s3://{BUCKET}/runs/grpo"
+    first = _bucket_run(uri, tmp_path / "node-a", monkeypatch)
+    for step in (1, 2, 3):
+        staging = rl_checkpoint.staging_directory(first.rl_dir, step)
+        (staging / "policy").mkdir()
+        (staging / "policy" / "adapter.safetensors").write_bytes(b"w%d" % step * 10)
+        rl_checkpoint.commit_checkpoint(staging, first.rl_dir, step, {"step": step}, keep=2)
+    remote = storage.location(uri).child("rl", "checkpoints")
+    assert [c.step for c in storage.committed_checkpoints(remote)] == [2, 3]
+    # A driver killed while uploading step 4 left files but no marker.
+    storage.upload_directory(rl_checkpoint.latest_checkpoint(first.rl_dir), remote.child("step-000004.bbbbbbbbbbbb"))
+
+    second = _bucket_run(uri, tmp_path / "node-b", monkeypatch)
+    latest = rl_checkpoint.latest_checkpoint(second.rl_dir)
+    assert latest.is_relative_to(tmp_path / "node-b") and latest.name == "step-000003"
+    assert rl_checkpoint.read_state(latest) == {"step": 3}
+    assert (latest / "policy" / "adapter.safetensors").read_bytes() == b"w3" * 10
