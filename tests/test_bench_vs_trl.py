@@ -1,0 +1,92 @@
+"""benchmarks/bench_vs_trl.py: the summary and table logic, and (slow) one tiny run of every system."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_report import ratios, skinr1_rows, summarize, table  # noqa: E402
+from bench_workload import Workload  # noqa: E402
+
+
+def _row(step_s: float, samples: int = 64, tokens: int = 6400) -> dict:
+    return {"step_s": step_s, "generate_s": step_s / 2, "scoring_s": 0.1, "reward_s": 0.01, "train_s": step_s / 2 - 0.11,
+            "sync_s": 0.0, "wait_s": 0.0, "samples": samples, "trained_samples": samples, "tokens": tokens}
+
+
+def test_summary_excludes_the_warmup_steps():
+    result = {"system": "trl-hf", "status": "ok", "steps": [_row(100.0), _row(2.0), _row(4.0)], "peak_rss_gib": 1.5}
+    summary = summarize(result, warmup=1)
+    assert summary["measured_steps"] == 2
+    assert summary["step_s"] == pytest.approx(3.0)
+    assert summary["generated_per_s"] == pytest.approx(128 / 6.0)
+    assert summary["tokens_per_s"] == pytest.approx(12800 / 6.0)
+    assert summary["generate_s"] == pytest.approx(1.5)
+
+
+def test_ratios_use_the_fastest_trl_mode_that_finished():
+    summaries = [
+        summarize({"system": "skinr1", "steps": [_row(6.0)]}, 0),
+        summarize({"system": "trl-hf", "steps": [_row(4.0)]}, 0),
+        summarize({"system": "trl-vllm", "status": "crashed", "error": "ValueError: boom", "steps": [_row(1.0)]}, 0),
+        summarize({"system": "trl-vllm-patched", "steps": [_row(3.0)]}, 0),
+        summarize({"system": "floor", "steps": [_row(2.0)]}, 0),
+    ]
+    r = ratios(summaries)
+    assert r["best_trl"] == "trl-vllm-patched"  # the crashed mode's faster steps do not count
+    assert r["skinr1_over_best_trl"] == pytest.approx(2.0)
+    assert r["skinr1_over_floor"] == pytest.approx(3.0)
+
+
+def test_table_reports_a_crash_with_its_error():
+    summaries = [
+        summarize({"system": "skinr1", "steps": [_row(6.0)]}, 0),
+        summarize({"system": "trl-vllm", "status": "crashed", "crashed_at_step": 7,
+                   "error": "ValueError: Image features and image tokens do not match", "steps": []}, 0),
+    ]
+    text = table("tiny", summaries)
+    assert "trl-vllm (crashed at step 7)" in text
+    assert "Image features and image tokens do not match" in text
+    assert "n/a" in text  # no TRL mode finished: no ratio is made up
+
+
+def test_skinr1_metrics_rows_map_onto_the_common_breakdown():
+    metrics = [{"step_s": 8.0, "generate_s": 5.0, "reward_s": 0.01, "learn_s": 2.5, "sync_s": 0.3, "wait_s": 5.0,
+                "samples": 64, "kept_groups": 16, "trained": True, "completion_len_mean": 120.5}]
+    (row,) = skinr1_rows(metrics, group_size=4)
+    assert row["train_s"] == 2.5 and row["scoring_s"] is None
+    assert row["trained_samples"] == 64 and row["tokens"] == round(64 * 120.5)
+
+
+def test_workload_rejects_a_batch_the_learners_cannot_split():
+    with pytest.raises(ValueError, match="micro_batch"):
+        Workload(size="tiny", model="m", model_origin="o", data_dir="d", prompts=3, group_size=2, micro_batch=4)
+    with pytest.raises(ValueError, match="size"):
+        Workload(size="huge", model="m", model_origin="o", data_dir="d")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason='TRL is not installed (pip install -e ".[dev]" or ".[bench]")')
+def test_tiny_run_prints_the_table_and_the_ratios(tmp_path):
+    """2 steps (1 warm-up) of 2 images x G=2 on a random tiny model and a small synthetic set."""
+    systems = ("skinr1", "trl-hf", "floor")
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench_vs_trl.py"), "--sizes", "tiny", "--steps", "1", "--warmup", "1",
+               "--prompts", "2", "--group-size", "2", "--max-tokens", "16", "--micro-batch", "2", "--rollout-workers", "1",
+               "--learner-ranks", "1", "--demo-run", str(tmp_path / "no-demo"), "--work", str(tmp_path / "work"),
+               "--systems", ",".join(systems)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=840)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    for system in systems:
+        assert f"| {system} |" in out, out  # finished its steps (a crash reads "| name (crashed at step N) |")
+    assert "SkinR1 / best TRL mode (trl-hf):" in out and "SkinR1 / raw-engine floor:" in out
+    assert "Settings that could not be made equal:" in out
+    assert (tmp_path / "work" / "report.json").is_file()
