@@ -12,6 +12,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 SMALL = [
     "data.synthetic_scale=0.1",
+    "model.perception_pretraining.images=32",  # the code path, not the demo's 3,072 captions
+    "model.perception_pretraining.epochs=1",
     "sft.max_steps=4",
     "sft.checkpoint_every=4",
     "rl.steps=3",

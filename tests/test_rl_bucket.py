@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "skinr1" / "configs" / "demo.yaml")
 BUCKET = "skinr1-runs"
-OVERRIDES = ["data.synthetic_scale=0.1", "sft.max_steps=2", "sft.checkpoint_every=2", "rl.steps=3",
+OVERRIDES = ["data.synthetic_scale=0.1", "model.perception_pretraining.images=32", "model.perception_pretraining.epochs=1", "sft.max_steps=2", "sft.checkpoint_every=2", "rl.steps=3",
              "rl.checkpoint_every=1", "rl.prompts_per_step=4", "rl.sampling.group_size=2", "rl.sampling.max_tokens=32",
              "rl.learner.micro_batch_size=2", "rl.rollout.max_model_len=512", "rl.probe_every=0", "rl.validate_every=0"]
 

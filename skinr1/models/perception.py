@@ -177,3 +177,14 @@ def pretrain_perception(model_dir: str | Path, settings: PerceptionSettings, see
         "caption_loss_last": round(float(np.mean(losses[-window:])), 4),
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def pretrain_perception_in_subprocess(model_dir: str | Path, settings: PerceptionSettings, seed: int = 0) -> dict:
+    """`pretrain_perception` in a fresh (spawned) process: the pipeline's driver then keeps neither the
+    training's memory (~2 GB for the demo) nor its hundreds of thousands of Python objects, which it
+    would otherwise carry (and garbage-collect) through every later stage."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(pretrain_perception, str(model_dir), settings, seed).result()

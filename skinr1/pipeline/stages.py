@@ -169,9 +169,9 @@ def base_model_stage(config: SkinR1Config, fresh: bool = False) -> str:
     def build() -> dict:
         result = {"path": str(build_tiny_model(directory, spec))}
         if perception.enabled:
-            from skinr1.models.perception import pretrain_perception
+            from skinr1.models.perception import pretrain_perception_in_subprocess
 
-            result["perception"] = pretrain_perception(directory, perception, seed=config.seed)
+            result["perception"] = pretrain_perception_in_subprocess(directory, perception, seed=config.seed)
         return result
 
     run_stage("base model", directory, settings, build, fresh, root=config.run_path)
