@@ -28,7 +28,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def s3_server():
     """moto's S3 server on 127.0.0.1; credentials and endpoint through the standard variables."""
-    pytest.importorskip("moto")
+    import moto  # noqa: F401  (dev extra: a missing server fails the test, never skips it)
     from moto.server import ThreadedMotoServer
 
     port = _free_port()

@@ -73,7 +73,7 @@ def _history(records) -> list[dict]:
 
 
 def test_wandb_offline_run_holds_the_scalars_config_and_report(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
+    import wandb  # noqa: F401  (dev extra: never skipped in CI)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -105,7 +105,7 @@ def test_wandb_offline_run_holds_the_scalars_config_and_report(tmp_path, monkeyp
 # ----------------------------------------------------------------------------------------- MLflow
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    pytest.importorskip("mlflow")
+    import mlflow  # noqa: F401  (dev extra: never skipped in CI)
     root = tmp_path_factory.mktemp("mlflow")
     port = _free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
@@ -159,7 +159,7 @@ def test_mlflow_server_receives_the_scalars_params_and_report(tmp_path, mlflow_s
 
 
 def test_an_unreachable_tracker_warns_once_and_training_goes_on(tmp_path, caplog):
-    pytest.importorskip("mlflow")
+    import mlflow  # noqa: F401  (dev extra: never skipped in CI)
     config = _config(tmp_path, "logging.trackers=[jsonl,mlflow]",
                      f"logging.mlflow_tracking_uri=http://127.0.0.1:{_free_port()}", "logging.flush_timeout_s=20")
     started = time.monotonic()
