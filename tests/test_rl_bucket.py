@@ -65,7 +65,7 @@ def test_grpo_driver_killed_then_resumed_from_the_bucket(bucket_env, ray_local, 
     base = stages.base_model_stage(config)
     data = stages.data_stage(config)
     sft = stages.sft_stage(config, base, stages.trajectories_stage(config, data))
-    stages.rl_policy_base(config, base, sft)
+    stages.rl_policy_start(config, base, sft)
     remote = storage.location(uri)
     assert {"sft/stage.json", "sft/final/skinr1_policy.json", "rl/policy_base/stage.json"} <= set(storage.list_files(remote))
 

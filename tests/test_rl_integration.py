@@ -373,7 +373,9 @@ def test_rl_continues_the_sft_adapter(prepared_run, tmp_path):
                                                "rl.learner.lora.dropout=0.0", "rl.loss.kl_beta=0.02"])
     assert [r["trained"] for r in rows] == [True, True]
     assert rows[0]["ratio_gap"] < 0.02, rows[0]  # a bare-base engine would be off by nats per token
-    assert abs(rows[0]["kl"]) < 1e-4 < rows[1]["kl"], rows  # at the reference first, then away from it
+    kls = [r["kl"] for r in rows]
+    # At the reference first (k3 of float-rounding differences), then measurably away from it.
+    assert abs(kls[0]) < 1e-6 < kls[1], kls
     checkpoint = latest_checkpoint(rl_dir)
     assert read_state(checkpoint)["policy_base"] == str(prepared_run / "base_model")
     adapter_config = json.loads((checkpoint / "policy" / "adapter_config.json").read_text())
