@@ -126,6 +126,17 @@ def test_prompt_budget_counts_and_names_skipped_records(real_pixels_model, photo
     assert all(roomy.fits(str(size), prompt, path) for size, path in photographs.items())
 
 
+def test_prompt_budget_skips_a_record_whose_image_is_broken(real_pixels_model, tmp_path, caplog):
+    settings = PolicySettings(max_pixels=CAP)
+    budget = PromptBudget(settings.load_processor(real_pixels_model), settings, max_model_len=512)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    assert budget.fits("ddi:0042", _prompt(budget.processor), str(broken)) is False
+    assert budget.fits("ddi:0043", _prompt(budget.processor), str(tmp_path / "gone.jpg")) is False
+    assert budget.skipped == ["ddi:0042", "ddi:0043"]
+    assert "record ddi:0042: its image cannot be used (not_an_image" in caplog.text and "missing" in caplog.text
+
+
 def test_grpo_request_building_skips_oversized_prompts(real_pixels_model, photographs, tmp_path):
     """The driver's request stream (no Ray needed for it) skips a record whose prompt cannot fit,
     names it, and keeps drawing until the step has its prompts; when nothing fits it says so."""

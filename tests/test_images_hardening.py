@@ -22,6 +22,7 @@ from skinr1.data.images import (
     ImageError,
     check_image,
     decode_concurrency,
+    image_size,
     load_image,
     pixel_bounds_size,
     set_decode_concurrency,
@@ -162,6 +163,20 @@ def test_decoder_exceptions_become_image_errors(name, tmp_path):
     path.write_bytes(data)
     check = check_image(path)
     assert not check.ok and check.kind and check.reason
+
+
+@pytest.mark.parametrize("content, kind", [(None, "missing"), (b"", "empty"), (b"not an image at all", "not_an_image"),
+                                           (png16_header(20000, 10), "aspect_ratio")])
+def test_header_reads_raise_image_errors(content, kind, tmp_path):
+    """The prompt budget reads sizes from headers: a bad file is an ImageError there too."""
+    path = tmp_path / "lesion.png"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ImageError) as caught:
+        image_size(path)
+    assert caught.value.kind == kind and str(path) in caught.value.reason
+    Image.new("RGB", (600, 450)).save(path)
+    assert image_size(path) == (600, 450)
 
 
 def test_a_path_with_a_nul_byte_is_an_image_error():

@@ -232,6 +232,21 @@ def _decoder_error(error: BaseException, label: str, stage: str) -> ImageError:
     return ImageError("corrupt", f"{label}: {type(error).__name__} while {stage}: {error}")
 
 
+def header_size(source: ImageSource, max_bytes: int | None = None) -> tuple[int, int]:
+    """The stored (width, height) from the header, pixels never decoded; a file that is missing,
+    not an image or has an unusable declared size raises `ImageError`, never a Pillow exception."""
+    handle, label, _ = read_source(source, max_bytes)
+    try:
+        with Image.open(handle) as image:
+            width, height = image.size
+    except Exception as error:  # noqa: BLE001 - any plugin failure is a property of the file
+        raise _decoder_error(error, label, "opening") from None
+    if width <= 0 or height <= 0:
+        raise ImageError("corrupt", f"{label}: declared size {width}x{height}")
+    check_aspect(width, height, label)
+    return width, height
+
+
 @contextlib.contextmanager
 def bounded_decode(
     source: ImageSource,

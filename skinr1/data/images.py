@@ -29,6 +29,7 @@ from skinr1.data.image_decode import (  # re-exported: the public API of image d
     bounded_decode,
     check_aspect,
     decode_concurrency,
+    header_size,
     set_decode_concurrency,
 )
 
@@ -289,6 +290,6 @@ def _upright_rgb(
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) from the header only, without decoding pixels (cheap)."""
-    with Image.open(path) as image:
-        return image.size
+    """(width, height) from the header only, without decoding pixels (cheap); `ImageError` when the
+    file is missing, not an image or declares an unusable size."""
+    return header_size(path)

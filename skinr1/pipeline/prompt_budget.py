@@ -48,8 +48,14 @@ class PromptBudget:
         return prompt_token_count(self.processor, self.settings, prompt, image_size(image))
 
     def fits(self, record_id: str, prompt: str, image: str) -> bool:
-        """True when the prompt fits; otherwise log why, count the record and return False."""
-        problem = oversized_prompt(record_id, self.prompt_tokens(prompt, image), self.max_model_len)
+        """True when the prompt fits; otherwise (too long, or an image whose header cannot be read)
+        log why, count the record and return False."""
+        from skinr1.data.images import ImageError
+
+        try:
+            problem = oversized_prompt(record_id, self.prompt_tokens(prompt, image), self.max_model_len)
+        except ImageError as error:
+            problem = f"record {record_id}: its image cannot be used ({error}); skipped."
         if problem is None:
             return True
         if record_id not in self.skipped:  # an epoch later the same record says nothing new
