@@ -20,11 +20,13 @@ MODEL_SETTINGS = "model_settings"
 """Key of POLICY_META holding the `PolicySettings` the policy was trained with (serving reads it)."""
 
 
-def run_sft(model: str, data: str, run_dir: str | Path, config: SFTConfig, policy=None) -> Path:
+def run_sft(model: str, data: str, run_dir: str | Path, config: SFTConfig, policy=None, checkpoints=None) -> Path:
     """Train (resuming from the run's last checkpoint if there is one); return the final policy dir.
 
     `policy` (`PolicySettings`, from skinr1.config.derive.sft_settings) sets the weights' dtype and
-    the image bounds; it is recorded in the policy's metadata so that serving uses the same ones."""
+    the image bounds; it is recorded in the policy's metadata so that serving uses the same ones.
+    `checkpoints` (a `skinr1.storage.Location`; default `<run_dir>/ray`) is Ray Train's storage:
+    a bucket there makes every worker upload its checkpoints and a resume on any node find them."""
     from skinr1.models.settings import PolicySettings
 
     import ray.train
@@ -47,7 +49,8 @@ def run_sft(model: str, data: str, run_dir: str | Path, config: SFTConfig, polic
         ),
         run_config=ray.train.RunConfig(
             name="sft",
-            storage_path=str(run_dir / "ray"),
+            storage_path=checkpoints.path if checkpoints is not None else str(run_dir / "ray"),
+            storage_filesystem=checkpoints.filesystem if checkpoints is not None else None,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=0),
         ),

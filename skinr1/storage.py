@@ -59,11 +59,6 @@ class Location:
         path = "/".join([self.path.rstrip("/"), *parts])
         return Location(self.filesystem, path, "/".join([self.uri.rstrip("/"), *parts]))
 
-    @property
-    def ray_storage(self) -> tuple[str, object]:
-        """(storage_path, storage_filesystem) for ray.train.RunConfig."""
-        return self.path, self.filesystem
-
 
 def location(where: str | Path, key: str = "run_dir") -> Location:
     """The file system and path of a local directory or an s3:// / gs:// URI."""

@@ -56,6 +56,7 @@ def _env(node_cache: Path, bucket_env: dict) -> dict[str, str]:
 
 
 def test_grpo_driver_killed_then_resumed_from_the_bucket(bucket_env, ray_local, tmp_path, monkeypatch):
+    from learner.sft_worker import TRAINER_STATE
     from skinr1.config.schema import load_run_config
     from skinr1.pipeline import stages
 
@@ -67,7 +68,11 @@ def test_grpo_driver_killed_then_resumed_from_the_bucket(bucket_env, ray_local, 
     sft = stages.sft_stage(config, base, stages.trajectories_stage(config, data))
     stages.rl_policy_start(config, base, sft)
     remote = storage.location(uri)
-    assert {"sft/stage.json", "sft/final/skinr1_policy.json", "rl/policy_base/stage.json"} <= set(storage.list_files(remote))
+    stored = set(storage.list_files(remote))
+    assert {"sft/stage.json", "sft/final/skinr1_policy.json", "rl/policy_base/stage.json"} <= stored
+    # SFT's checkpoints went to the bucket through Ray Train's storage, not to the node's disk.
+    assert any(name.startswith("sft/ray/sft/checkpoint_") and name.endswith(f"/{TRAINER_STATE}") for name in stored), sorted(stored)
+    assert not (Path(config.sft_dir) / "ray").exists()
 
     command = [str(Path(sys.executable).with_name("skinr1")), "rl", "--config", CONFIG, f"run_dir={uri}", *OVERRIDES]
     log = open(tmp_path / "killed.log", "w")

@@ -216,7 +216,11 @@ def sft_stage(config: SkinR1Config, base_model: str, sft_data: Path, fresh: bool
     runtime = sft_settings(config)
     settings = {"sft": runtime.sft, "policy": runtime.policy, "base_model": base_model, "data": artifact_identity(sft_data)}
     def work() -> dict:
-        final = run_sft(base_model, str(sft_data), directory, runtime.sft, runtime.policy)
+        from skinr1.run_mirror import remote_for
+
+        remote = remote_for(directory)  # a bucket-backed run: Ray Train writes its checkpoints there
+        final = run_sft(base_model, str(sft_data), directory, runtime.sft, runtime.policy,
+                        checkpoints=remote.child("ray") if remote is not None else None)
         replay_metrics(config, directory, "sft")
         return {"final": str(final)}
 
