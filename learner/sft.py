@@ -20,13 +20,15 @@ MODEL_SETTINGS = "model_settings"
 """Key of POLICY_META holding the `PolicySettings` the policy was trained with (serving reads it)."""
 
 
-def run_sft(model: str, data: str, run_dir: str | Path, config: SFTConfig, policy=None, checkpoints=None) -> Path:
+def run_sft(model: str, data: str, run_dir: str | Path, config: SFTConfig, policy=None, checkpoints=None,
+            on_row=None) -> Path:
     """Train (resuming from the run's last checkpoint if there is one); return the final policy dir.
 
     `policy` (`PolicySettings`, from skinr1.config.derive.sft_settings) sets the weights' dtype and
     the image bounds; it is recorded in the policy's metadata so that serving uses the same ones.
     `checkpoints` (a `skinr1.storage.Location`; default `<run_dir>/ray`) is Ray Train's storage:
-    a bucket there makes every worker upload its checkpoints and a resume on any node find them."""
+    a bucket there makes every worker upload its checkpoints and a resume on any node find them.
+    `on_row` receives each metrics row as rank 0 writes it (experiment trackers)."""
     from skinr1.models.settings import PolicySettings
 
     import ray.train
@@ -55,7 +57,7 @@ def run_sft(model: str, data: str, run_dir: str | Path, config: SFTConfig, polic
             failure_config=ray.train.FailureConfig(max_failures=0),
         ),
     )
-    with FollowMetrics(run_dir / "metrics.jsonl", "sft"):
+    with FollowMetrics(run_dir / "metrics.jsonl", "sft", on_row=on_row):
         result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError("SFT finished without a checkpoint")

@@ -11,6 +11,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Callable
 
 
 def progress_enabled() -> bool:
@@ -20,10 +21,14 @@ def progress_enabled() -> bool:
 
 class FollowMetrics:
     """`with FollowMetrics(path, "sft"):` draws a bar of the rows' "step" out of "total_steps",
-    with the last "loss", while the block runs. Rows already in the file count as done."""
+    with the last "loss", while the block runs. Rows already in the file count as done.
 
-    def __init__(self, path: str | Path, description: str, poll_s: float = 0.5):
-        self.path, self.description, self.poll_s = Path(path), description, poll_s
+    `on_row` is called with every complete row as it appears (from the follower thread; the rows
+    of a resumed run's file included), e.g. to send it to experiment trackers while training runs."""
+
+    def __init__(self, path: str | Path, description: str, poll_s: float = 0.5,
+                 on_row: Callable[[dict], None] | None = None):
+        self.path, self.description, self.poll_s, self.on_row = Path(path), description, poll_s, on_row
         self._stop = threading.Event()
         self._offset = 0
         self._bar = None
@@ -34,14 +39,16 @@ class FollowMetrics:
             from tqdm import tqdm
 
             self._bar = tqdm(desc=self.description, unit="step")
+        if self._bar is not None or self.on_row is not None:
             self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
+        if self._thread.is_alive():
             self._stop.set()
             self._thread.join()
             self._read()  # the last rows
+        if self._bar is not None:
             self._bar.close()
 
     def _follow(self) -> None:
@@ -64,6 +71,8 @@ class FollowMetrics:
             except json.JSONDecodeError:
                 continue
             self.update(row)
+            if self.on_row is not None:
+                self.on_row(row)
 
     def update(self, row: dict) -> None:
         """Move the bar to a row's step (public so the bar logic is testable without a file)."""

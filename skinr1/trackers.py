@@ -9,6 +9,7 @@ tracker is dropped for the rest of the stage. Their packages are imported only w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -20,7 +21,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -317,20 +318,24 @@ def open_stage_trackers(config: Any, stage_dir: Path, stage: str, include_tensor
     return trackers
 
 
-def replay_metrics(config: Any, stage_dir: Path, stage: str) -> None:
-    """Send a finished stage's metrics.jsonl (written by Ray Train workers) to the service trackers."""
-    from skinr1.metrics import read_metrics
-
-    metrics = stage_dir / "metrics.jsonl"
+@contextlib.contextmanager
+def live_stage_rows(config: Any, stage_dir: Path, stage: str) -> Iterator[Callable[[dict], None] | None]:
+    """`with live_stage_rows(...) as publish:` a function that sends one metrics row (as Ray Train
+    workers append them to the stage's metrics.jsonl) to the service trackers while the stage runs;
+    None when no service tracker is selected. The trackers close when the block ends."""
     trackers = open_stage_trackers(config, stage_dir, stage, include_tensorboard=False)
-    if not trackers or not metrics.is_file():
+    if not trackers:
+        yield None
         return
+
+    def publish(row: dict) -> None:
+        numbers = dict(scalars({k: v for k, v in row.items() if k not in ("step", "time")}))
+        if numbers and isinstance(row.get("step"), int):
+            for tracker in trackers:
+                tracker.log_scalars(row["step"], numbers)
+
     try:
-        for row in read_metrics(metrics):
-            numbers = dict(scalars({k: v for k, v in row.items() if k not in ("step", "time")}))
-            if numbers and isinstance(row.get("step"), int):
-                for tracker in trackers:
-                    tracker.log_scalars(row["step"], numbers)
+        yield publish
     finally:
         for tracker in trackers:
             tracker.close()

@@ -73,6 +73,18 @@ def test_progress_follows_the_rows_rank_zero_appends(tmp_path, monkeypatch):
         assert follow._bar.n == 3 and "1.500" in str(follow._bar.postfix)
 
 
+def test_rows_reach_a_callback_as_they_appear_without_a_bar(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKINR1_NO_PROGRESS", "1")
+    metrics, seen = tmp_path / "metrics.jsonl", []
+    with FollowMetrics(metrics, "sft", poll_s=60, on_row=seen.append) as follow:
+        metrics.write_text(json.dumps({"step": 1, "loss": 2.5}) + "\n" + '{"step": 2')
+        follow._read()
+        assert seen == [{"step": 1, "loss": 2.5}] and follow._bar is None
+        with open(metrics, "a") as handle:
+            handle.write(', "loss": 2.0}\n')
+    assert seen == [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 2.0}]  # the last rows are read on exit
+
+
 def test_stage_summaries_fit_on_one_screen():
     sft = [{"step": i + 1, "loss": 3.0 - 0.1 * i, "seconds": 0.1} for i in range(20)]
     assert sft_summary(sft) == "sft: 20 steps, loss 2.550 -> 1.550 (means of the first/last 10 steps), 10.0 steps/s"

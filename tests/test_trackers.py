@@ -102,6 +102,33 @@ def test_wandb_offline_run_holds_the_scalars_config_and_report(tmp_path, monkeyp
     assert eval_history[0]["checkpoints/sft/accuracy/leaf"] == 0.25
 
 
+def test_sft_rows_reach_wandb_while_the_stage_runs(tmp_path, monkeypatch):
+    """SFT's rows (appended by the Ray Train rank 0) are sent as the driver's follower reads them."""
+    import wandb  # noqa: F401  (dev extra: never skipped in CI)
+    from skinr1.progress import FollowMetrics
+    from skinr1.trackers import live_stage_rows
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = _config(tmp_path, "logging.trackers=[jsonl,wandb]")
+    sft_dir = config.sft_dir
+    sft_dir.mkdir(parents=True)
+    sent = []
+    with live_stage_rows(config, sft_dir, "sft") as publish:
+        with FollowMetrics(sft_dir / "metrics.jsonl", "sft", poll_s=60, on_row=lambda row: (publish(row), sent.append(row["step"]))) as follow:
+            for step, row in enumerate(ROWS, start=1):
+                with open(sft_dir / "metrics.jsonl", "a") as handle:
+                    handle.write(json.dumps({"step": step, **row}) + "\n")
+                follow._read()
+                assert sent[-1] == step  # published before the next step is written
+    sft_id = json.loads((sft_dir / IDS_FILE).read_text())["wandb"]
+    run_files = list(sft_dir.glob(f"wandb/offline-run-*-{sft_id}/run-{sft_id}.wandb"))
+    assert len(run_files) == 1, list(sft_dir.rglob("*"))
+    history = _history(_wandb_records(run_files[0]))
+    assert [(h["_step"], h["loss"]) for h in history] == [(step, ROWS[step - 1]["loss"]) for step in (1, 2, 3)]
+
+
 # ----------------------------------------------------------------------------------------- MLflow
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):

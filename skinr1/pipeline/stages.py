@@ -210,7 +210,7 @@ def sft_stage(config: SkinR1Config, base_model: str, sft_data: Path, fresh: bool
     """The SFT warm start; returns the final policy directory (adapter or full weights)."""
     from learner.sft import run_sft
     from skinr1.config.derive import sft_settings
-    from skinr1.trackers import replay_metrics
+    from skinr1.trackers import live_stage_rows
 
     directory = config.sft_dir
     runtime = sft_settings(config)
@@ -219,9 +219,9 @@ def sft_stage(config: SkinR1Config, base_model: str, sft_data: Path, fresh: bool
         from skinr1.run_mirror import remote_for
 
         remote = remote_for(directory)  # a bucket-backed run: Ray Train writes its checkpoints there
-        final = run_sft(base_model, str(sft_data), directory, runtime.sft, runtime.policy,
-                        checkpoints=remote.child("ray") if remote is not None else None)
-        replay_metrics(config, directory, "sft")
+        with live_stage_rows(config, directory, "sft") as publish:
+            final = run_sft(base_model, str(sft_data), directory, runtime.sft, runtime.policy,
+                            checkpoints=remote.child("ray") if remote is not None else None, on_row=publish)
         return {"final": str(final)}
 
     run_stage("sft", directory, settings, work, fresh, root=config.run_path)
