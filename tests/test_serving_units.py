@@ -297,10 +297,18 @@ def test_config_validation_and_loading():
     ("keep_alive_timeout_s", 0), ("max_image_bytes", 0), ("max_image_pixels", 0), ("max_text_bytes", 10),
     ("max_drain_bytes", -1), ("ssl_certfile", "/no/such/cert.pem"), ("ssl_keyfile", "/no/such/key.pem"),
     ("token_env", ""), ("mode", "guess"), ("max_tokens", 0), ("temperature", -0.1), ("max_choices", 0),
+    ("decode_concurrency", -1), ("decode_concurrency", 1.5),
 ])
 def test_every_serving_setting_is_validated_by_name(key, value):
     with pytest.raises(ValueError, match=f"^{key} |; {key} |{key} must"):
         ServeConfig(**{key: value})
+
+
+def test_a_replica_decodes_one_large_image_per_reserved_cpu():
+    assert ServeConfig().replica_decode_concurrency == 1
+    assert ServeConfig(cpus_per_replica=0.5).replica_decode_concurrency == 1
+    assert ServeConfig(cpus_per_replica=4.0).replica_decode_concurrency == 4
+    assert ServeConfig(cpus_per_replica=4.0, decode_concurrency=2).replica_decode_concurrency == 2
 
 
 def test_serving_timeouts_default_on_and_https_needs_both_files(tmp_path):

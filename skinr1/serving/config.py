@@ -71,6 +71,9 @@ class ServeConfig:
     """Largest accepted image file (after base64 decoding); larger uploads get 413."""
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     """Largest stored image area (decompression-bomb cap); larger images get 413."""
+    decode_concurrency: int = 0
+    """Large images (above 2048x2048) one replica decodes at once; further ones wait, so that small
+    requests keep a core. 0: as many as the CPUs reserved per replica (cpus_per_replica, at least 1)."""
     max_text_bytes: int = 256 * 1024
     """Room in a request body for everything but the image (JSON fields, chat messages)."""
     token_env: str = DEFAULT_TOKEN_ENV
@@ -111,6 +114,11 @@ class ServeConfig:
         return math.ceil(self.max_image_bytes / 3) * 4 + self.max_text_bytes
 
     @property
+    def replica_decode_concurrency(self) -> int:
+        """What a replica applies (`decode_concurrency`, or derived from cpus_per_replica)."""
+        return self.decode_concurrency or max(1, int(self.cpus_per_replica))
+
+    @property
     def scheme(self) -> str:
         return "https" if self.ssl_certfile else "http"
 
@@ -147,6 +155,8 @@ def settings_errors(config: ServeConfig) -> list[str]:
     need(config.max_image_bytes >= 1, "max_image_bytes", ">= 1")
     need(config.max_image_pixels >= 1, "max_image_pixels", ">= 1")
     need(config.max_text_bytes >= 1024, "max_text_bytes", ">= 1024")
+    need(isinstance(config.decode_concurrency, int) and config.decode_concurrency >= 0, "decode_concurrency",
+         "an integer >= 0 (0: from cpus_per_replica)")
     need(config.max_drain_bytes >= 0, "max_drain_bytes", ">= 0")
     need(bool(config.ssl_certfile) == bool(config.ssl_keyfile), "ssl_keyfile",
          "set together with ssl_certfile (HTTPS needs both)")

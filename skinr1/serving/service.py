@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from rollout.engine import EngineSettings, engine_kwargs, prepare_engine_process
 from rollout.sampling import VISION_SPECIAL_TOKENS, SamplingSettings, vllm_sampling_params
+from skinr1.data.images import set_decode_concurrency
 from skinr1.prompts import DEFAULT_FORMAT, ChoiceOption, options_from_labels
 from skinr1.prompts.questions import question_messages
 from skinr1.serving.config import ServeConfig
@@ -75,6 +76,8 @@ class DiagnosisService:
         self.taxonomy = self.resolver.taxonomy
         # Differentials come from the shipped textbook knowledge base, then the taxonomy's DDx.
         self._kb_differentials = load_knowledge_base(None, self.taxonomy).differentials()
+        # Large uploads decode one per reserved CPU: the rest of the cores stay with small requests.
+        set_decode_concurrency(config.replica_decode_concurrency)
         self.limits = ImageLimits(
             max_bytes=config.max_image_bytes,
             max_pixels=config.max_image_pixels,
