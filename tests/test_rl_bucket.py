@@ -1,6 +1,7 @@
-"""A run whose run_dir is a bucket (an S3-compatible server on 127.0.0.1): the stages up to the RL
-starting point run on one "node", the GRPO driver on a second is killed after its second committed
-checkpoint, and a driver on a third node, with nothing local, resumes from the bucket."""
+"""A run whose run_dir is a bucket (an S3-compatible server on 127.0.0.1): the stages up to SFT run
+on one "node" (Ray Train writes SFT's checkpoints to the bucket), the GRPO driver on a second is
+killed after its second committed checkpoint, and a driver on a third node, with nothing local,
+resumes from the bucket."""
 
 from __future__ import annotations
 
@@ -55,26 +56,25 @@ def _env(node_cache: Path, bucket_env: dict) -> dict[str, str]:
     return env
 
 
-def test_grpo_driver_killed_then_resumed_from_the_bucket(bucket_env, ray_local, tmp_path, monkeypatch):
+def test_grpo_driver_killed_then_resumed_from_the_bucket(bucket_env, tmp_path):
     from learner.sft_worker import TRAINER_STATE
-    from skinr1.config.schema import load_run_config
-    from skinr1.pipeline import stages
 
     uri = f"s3://{BUCKET}/run"
-    monkeypatch.setenv("SKINR1_CACHE", str(tmp_path / "node-prep"))
-    config = load_run_config(CONFIG, [f"run_dir={uri}", *OVERRIDES])
-    base = stages.base_model_stage(config)
-    data = stages.data_stage(config)
-    sft = stages.sft_stage(config, base, stages.trajectories_stage(config, data))
-    stages.rl_policy_start(config, base, sft)
+    skinr1 = str(Path(sys.executable).with_name("skinr1"))
+    # Node "prep": the stages up to SFT, in a process of its own whose Ray workers (Ray Train's SFT
+    # workers upload their checkpoints themselves) get the bucket's credentials from the environment.
+    prep = subprocess.run([skinr1, "sft", "--config", CONFIG, f"run_dir={uri}", *OVERRIDES],
+                          env=_env(tmp_path / "node-prep", bucket_env), capture_output=True, text=True, timeout=900)
+    assert prep.returncode == 0, (prep.stdout + prep.stderr)[-4000:]
     remote = storage.location(uri)
     stored = set(storage.list_files(remote))
-    assert {"sft/stage.json", "sft/final/skinr1_policy.json", "rl/policy_base/stage.json"} <= stored
+    assert {"sft/stage.json", "sft/final/skinr1_policy.json"} <= stored
     # SFT's checkpoints went to the bucket through Ray Train's storage, not to the node's disk.
     assert any(name.startswith("sft/ray/sft/checkpoint_") and name.endswith(f"/{TRAINER_STATE}") for name in stored), sorted(stored)
-    assert not (Path(config.sft_dir) / "ray").exists()
+    prep_mirror = next((tmp_path / "node-prep" / "runs").iterdir())
+    assert (prep_mirror / "sft" / "final").is_dir() and not (prep_mirror / "sft" / "ray").exists()
 
-    command = [str(Path(sys.executable).with_name("skinr1")), "rl", "--config", CONFIG, f"run_dir={uri}", *OVERRIDES]
+    command = [skinr1, "rl", "--config", CONFIG, f"run_dir={uri}", *OVERRIDES]
     log = open(tmp_path / "killed.log", "w")
     first = subprocess.Popen(command, env=_env(tmp_path / "node-a", bucket_env), stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True)
@@ -97,7 +97,7 @@ def test_grpo_driver_killed_then_resumed_from_the_bucket(bucket_env, ray_local, 
     assert resumed.returncode == 0, output[-4000:]
     assert "[sft] reusing" in output and f"resuming from {uri}/rl/checkpoints/step-000002." in output, output[-4000:]
     files = storage.list_files(remote)
-    assert "rl/stage.json" in files and "rl/final/skinr1_policy.json" in files
+    assert {"rl/policy_base/stage.json", "rl/stage.json", "rl/final/skinr1_policy.json"} <= set(files)
     import json
 
     rows = [json.loads(line) for line in storage.read_text(remote.child("rl", "metrics.jsonl")).splitlines()]
