@@ -89,12 +89,13 @@ class Learner:
         import torch
 
         from learner.grpo import grpo_token_losses, mean_over_step, step_denominator
-        from learner.policy_batch import encode_batch, token_logprobs, token_logprobs_and_entropy
+        from learner.micro_batches import encode_micro_batches
+        from learner.policy_batch import token_logprobs, token_logprobs_and_entropy
 
         w = self.workload
         started = time.perf_counter()
-        batches = [encode_batch(self.processor, samples[i : i + w.micro_batch], self.settings)
-                   for i in range(0, len(samples), w.micro_batch)]
+        # As a learner rank builds them: sorted by length, each (prompt, image) processed once.
+        batches = encode_micro_batches(self.processor, samples, self.settings, w.micro_batch, 1, by_length=True)
         encoded = time.perf_counter()
         with torch.no_grad():
             self.model.eval()

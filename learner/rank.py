@@ -21,7 +21,8 @@ from typing import Any
 from learner.grpo import grpo_token_losses, mean_over_step
 from learner.devices import module_device, require_accelerator, to_device
 from learner.grpo_config import GRPOConfig
-from learner.policy_batch import TrainSample, encode_batch, token_logprobs, token_logprobs_and_entropy
+from learner.micro_batches import encode_micro_batches
+from learner.policy_batch import PromptCache, TrainSample, encode_batch, token_logprobs, token_logprobs_and_entropy
 
 
 def init_process_group(rank: int, world: int, address: str, port: int, use_gpu: bool) -> None:
@@ -108,9 +109,10 @@ class LearnerRank:
         if self.reference is not None and not learner.offload_reference:
             self.reference.to(self.engine.device)  # the frozen copy scores on the same device
 
-    def encode(self, samples: list[TrainSample]) -> dict[str, Any]:
-        """One micro-batch's tensors, built on the CPU by the processor, on the engine's device."""
-        return to_device(encode_batch(self.processor, samples, self.policy), self.engine.device)
+    def encode(self, samples: list[TrainSample], prompts: PromptCache | None = None) -> dict[str, Any]:
+        """One micro-batch's tensors, built on the CPU by the processor, on the engine's device
+        (`prompts`: the step's processed prompts, shared by its micro-batches)."""
+        return to_device(encode_batch(self.processor, samples, self.policy, prompts), self.engine.device)
 
     # ----------------------------------------------------------------- training
     def train_step(self, samples: list[TrainSample], step_size: float) -> dict[str, float]:
@@ -128,8 +130,7 @@ class LearnerRank:
         started = time.perf_counter()
         config, learner, loss_cfg = self.config, self.config.learner, self.config.loss
         temperature = config.sampling.temperature
-        micro = learner.micro_batch_size
-        batches = [self.encode(samples[i : i + micro]) for i in range(0, len(samples), micro)]
+        batches = self._micro_batches(samples)
         score_old = learner.updates_per_step > 1
         module = self.engine.module
         with torch.no_grad():  # log-probs before the update, and of the reference
@@ -165,6 +166,15 @@ class LearnerRank:
                     sums["entropy"] += float(mean_over_step(entropy, mask, step_size, loss_cfg.aggregation))
         return {**sums, "lr": self.engine.learning_rate, "seconds": time.perf_counter() - started}
 
+    def _micro_batches(self, samples: list[TrainSample]) -> list[dict[str, Any]]:
+        """This rank's micro-batches of a step on the engine's device: rows of similar length
+        together (learner.sort_by_length), each (prompt, image) processed once for the whole step."""
+        learner = self.config.learner
+        by_length = learner.sort_by_length and not (learner.lora.enabled and learner.lora.dropout > 0)
+        batches = encode_micro_batches(self.processor, samples, self.policy, learner.micro_batch_size,
+                                       learner.updates_per_step, by_length)
+        return [to_device(batch, self.engine.device) for batch in batches]
+
     def policy_logprobs(self, samples: list[TrainSample]) -> list[list[float]]:
         """The current policy's log-prob of each completion token, at the sampling temperature
         (read-only; e.g. to check that rollout actors serve the learner's policy after a sync)."""
@@ -173,11 +183,12 @@ class LearnerRank:
         temperature = self.config.sampling.temperature
         micro = self.config.learner.micro_batch_size
         values: list[list[float]] = []
+        prompts: PromptCache = {}
         self.engine.module.eval()
         with torch.no_grad():
             for start in range(0, len(samples), micro):
                 chunk = samples[start : start + micro]
-                batch = self.encode(chunk)
+                batch = self.encode(chunk, prompts)
                 logprobs = token_logprobs(self.engine, batch, temperature)
                 for row, mask in zip(logprobs, batch["mask"]):
                     values.append(row[mask > 0].tolist())

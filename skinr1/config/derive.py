@@ -77,6 +77,7 @@ def rl_settings(config) -> RLRuntime:
         gpu_memory_utilization=rl.rollout.gpu_memory_utilization,
         enforce_eager=rl.rollout.enforce_eager,
         tensor_parallel_size=rl.rollout.tensor_parallel_size,
+        cpu_threads_bind=rl.rollout.cpu_threads_bind,
         enable_lora=adapters,
         max_lora_rank=rl.learner.lora.rank,
         worker_extension_cls=None if adapters else EXTENSION,

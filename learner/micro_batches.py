@@ -1,0 +1,46 @@
+"""Which samples of a rank's share go into which micro-batch, in training order.
+
+Each micro-batch is padded to its longest row, so rows of similar length waste less work. The
+step's loss is a sum of per-token (or per-sequence) terms over every sample of an update, whatever
+micro-batch a sample sits in (`learner.grpo.mean_over_step`), so regrouping samples inside one
+update changes only float summation order. Samples never move between updates: with several
+updates per step, each one trains on the same samples as without sorting.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def micro_batch_indices(lengths: Sequence[int], micro_batch_size: int, updates: int, by_length: bool) -> list[list[int]]:
+    """Sample indices of each micro-batch: consecutive chunks of `micro_batch_size`, as they arrive,
+    or (`by_length`) regrouped within each update's chunks so rows of similar `lengths` (tokens:
+    prompt + completion) share a micro-batch. The first `updates` equal runs of micro-batches are
+    the updates (a remainder after them stays as it was)."""
+    if micro_batch_size < 1 or updates < 1:
+        raise ValueError(f"micro_batch_size and updates must be >= 1, got {micro_batch_size}, {updates}")
+    count = len(lengths)
+    batches = [list(range(start, min(start + micro_batch_size, count))) for start in range(0, count, micro_batch_size)]
+    if not by_length:
+        return batches
+    per_update = len(batches) // updates
+    ordered: list[list[int]] = []
+    for update in range(updates):
+        chunk = batches[update * per_update : (update + 1) * per_update]
+        members = sorted((i for batch in chunk for i in batch), key=lambda i: lengths[i])  # stable: ties keep order
+        sizes = [len(batch) for batch in chunk]
+        for size in sizes:
+            ordered.append(members[:size])
+            members = members[size:]
+    return ordered + batches[updates * per_update :]
+
+
+def encode_micro_batches(processor, samples, settings, micro_batch_size: int, updates: int, by_length: bool) -> list[dict]:
+    """A rank's step as encoded micro-batches (CPU tensors, `learner.policy_batch.encode_batch`), in
+    training order (`micro_batch_indices`), each (prompt, image) processed once for the whole step."""
+    from learner.policy_batch import PromptCache, cached_prompt, encode_batch
+
+    prompts: PromptCache = {}  # a group's G samples share one processed prompt and image
+    lengths = [len(cached_prompt(processor, s, settings, prompts).ids) + len(s.completion_ids) for s in samples]
+    order = micro_batch_indices(lengths, micro_batch_size, updates, by_length)
+    return [encode_batch(processor, [samples[i] for i in indices], settings, prompts) for indices in order]
