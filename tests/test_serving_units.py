@@ -297,7 +297,7 @@ def test_config_validation_and_loading():
     ("keep_alive_timeout_s", 0), ("max_image_bytes", 0), ("max_image_pixels", 0), ("max_text_bytes", 10),
     ("max_drain_bytes", -1), ("ssl_certfile", "/no/such/cert.pem"), ("ssl_keyfile", "/no/such/key.pem"),
     ("token_env", ""), ("mode", "guess"), ("max_tokens", 0), ("temperature", -0.1), ("max_choices", 0),
-    ("decode_concurrency", -1), ("decode_concurrency", 1.5),
+    ("decode_concurrency", -1), ("decode_concurrency", 1.5), ("decode_nice", -1), ("decode_nice", 20),
 ])
 def test_every_serving_setting_is_validated_by_name(key, value):
     with pytest.raises(ValueError, match=f"^{key} |; {key} |{key} must"):

@@ -72,8 +72,11 @@ class ServeConfig:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     """Largest stored image area (decompression-bomb cap); larger images get 413."""
     decode_concurrency: int = 0
-    """Large images (above 2048x2048) one replica decodes at once; further ones wait, so that small
-    requests keep a core. 0: as many as the CPUs reserved per replica (cpus_per_replica, at least 1)."""
+    """Large images (above 2048x2048) one replica decodes at once, each in a worker process of its
+    own; further ones wait. 0: as many as the CPUs reserved per replica (cpus_per_replica, at least 1)."""
+    decode_nice: int = 19
+    """Nice value (0-19) of those worker processes: 19 gives them only the CPU that the engine and
+    small requests leave, so large uploads wait rather than slow everyone else down."""
     max_text_bytes: int = 256 * 1024
     """Room in a request body for everything but the image (JSON fields, chat messages)."""
     token_env: str = DEFAULT_TOKEN_ENV
@@ -157,6 +160,7 @@ def settings_errors(config: ServeConfig) -> list[str]:
     need(config.max_text_bytes >= 1024, "max_text_bytes", ">= 1024")
     need(isinstance(config.decode_concurrency, int) and config.decode_concurrency >= 0, "decode_concurrency",
          "an integer >= 0 (0: from cpus_per_replica)")
+    need(isinstance(config.decode_nice, int) and 0 <= config.decode_nice <= 19, "decode_nice", "an integer in 0..19")
     need(config.max_drain_bytes >= 0, "max_drain_bytes", ">= 0")
     need(bool(config.ssl_certfile) == bool(config.ssl_keyfile), "ssl_keyfile",
          "set together with ssl_certfile (HTTPS needs both)")

@@ -42,6 +42,10 @@ class RequestError(Exception):
         self.status = status
         self.message = message
 
+    def __reduce__(self):
+        # Raised in a decoding process and re-raised in the replica: pickle both fields.
+        return type(self), (self.status, self.message)
+
 
 @dataclass(frozen=True)
 class ImageLimits:

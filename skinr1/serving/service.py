@@ -8,7 +8,6 @@ join the running batch (continuous batching) instead of waiting for each other.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import uuid
 from dataclasses import dataclass
@@ -16,13 +15,13 @@ from typing import Any, Sequence
 
 from rollout.engine import EngineSettings, engine_kwargs, prepare_engine_process
 from rollout.sampling import VISION_SPECIAL_TOKENS, SamplingSettings, vllm_sampling_params
-from skinr1.data.images import set_decode_concurrency
 from skinr1.prompts import DEFAULT_FORMAT, ChoiceOption, options_from_labels
 from skinr1.prompts.questions import question_messages
 from skinr1.serving.config import ServeConfig
 from skinr1.serving.openai_compat import ChatInput, chat_completion_body
 from skinr1.serving.policy import ServedPolicy
-from skinr1.serving.requests import DiagnoseInput, ImageLimits, RequestError, decode_upload
+from skinr1.serving.requests import DiagnoseInput, ImageLimits, RequestError
+from skinr1.serving.upload_decoder import UploadDecoder
 from skinr1.serving.responses import diagnosis_response
 
 
@@ -76,14 +75,15 @@ class DiagnosisService:
         self.taxonomy = self.resolver.taxonomy
         # Differentials come from the shipped textbook knowledge base, then the taxonomy's DDx.
         self._kb_differentials = load_knowledge_base(None, self.taxonomy).differentials()
-        # Large uploads decode one per reserved CPU: the rest of the cores stay with small requests.
-        set_decode_concurrency(config.replica_decode_concurrency)
         self.limits = ImageLimits(
             max_bytes=config.max_image_bytes,
             max_pixels=config.max_image_pixels,
             resize_min_pixels=self.settings.min_pixels,
             resize_max_pixels=self.settings.max_pixels,
         )
+        # Large uploads decode one per reserved CPU, in low-priority processes: the cores stay with
+        # the engine and the small requests.
+        self.decoder = UploadDecoder(self.limits, config.replica_decode_concurrency, config.decode_nice)
         self.engine = build_async_engine(policy.base, self.settings, log_stats=config.log_engine_stats)
         self.tokenizer = self.engine.get_tokenizer()
         self.blocked_token_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in VISION_SPECIAL_TOKENS]
@@ -143,8 +143,7 @@ class DiagnosisService:
         )
 
     async def decode(self, data: bytes):
-        # Off the event loop: decoding a large photo takes long enough to stall every other request.
-        return await asyncio.to_thread(decode_upload, data, self.limits)
+        return await self.decoder.decode(data)
 
     # ----------------------------------------------------------------- endpoints
     async def diagnose(self, request: DiagnoseInput) -> dict[str, Any]:
@@ -196,6 +195,9 @@ class DiagnosisService:
         }
 
     def shutdown(self) -> None:
+        decoder, self.decoder = getattr(self, "decoder", None), None
+        if decoder is not None:
+            decoder.shutdown()
         engine, self.engine = getattr(self, "engine", None), None
         if engine is not None:
             engine.shutdown()
