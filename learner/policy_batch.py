@@ -75,9 +75,11 @@ def encode_batch(processor, samples: list[TrainSample], settings=None, prompts: 
     prompts across calls (pass one dict for all micro-batches of a step); without it each distinct
     (prompt, image) of this batch is processed once.
 
-    Besides the model inputs (one image per row, valid for a plain `model(**model_inputs)`), the
-    result holds `images`: each distinct image once and, per row, which one it is; and
-    `first_target`, the first position whose next-token log-prob a completion needs."""
+    The pixels of each distinct image are held once, in `images` (with, per row, which image it
+    is): a group's G rows share one image, and a copy per row would be G times the bytes moved to
+    the device. `model_inputs` holds everything else (`image_grid_thw` per row: the rotary
+    positions need it); `per_row_inputs` builds the inputs of a plain `model(**inputs)`.
+    `first_target` is the first position whose next-token log-prob a completion needs."""
     import torch
 
     from skinr1.models.settings import PolicySettings
@@ -119,7 +121,6 @@ def encode_batch(processor, samples: list[TrainSample], settings=None, prompts: 
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "mm_token_type_ids": token_types,
-            "pixel_values": torch.cat([p.pixel_values for p in encoded_prompts]),
             "image_grid_thw": torch.cat([p.image_grid_thw for p in encoded_prompts]),
         },
         "images": {
@@ -133,6 +134,16 @@ def encode_batch(processor, samples: list[TrainSample], settings=None, prompts: 
         "rollout_logprobs": rollout_logprobs,
         "advantages": torch.tensor([s.advantage for s in samples], dtype=torch.float32),
     }
+
+
+def per_row_inputs(encoded: dict[str, Any]) -> dict[str, Any]:
+    """The model inputs with each row's own copy of its image's pixels: what a plain
+    `model(**inputs)` forward takes (the learner's forward shares one vision pass instead)."""
+    import torch
+
+    images = encoded["images"]
+    patches = torch.split(images["pixel_values"], images["image_grid_thw"].prod(dim=1).tolist())
+    return {**encoded["model_inputs"], "pixel_values": torch.cat([patches[i] for i in images["rows"].tolist()])}
 
 
 def token_logprobs(model, encoded: dict[str, Any], temperature: float):
@@ -151,10 +162,7 @@ def token_logprobs_and_entropy(model, encoded: dict[str, Any], temperature: floa
     from learner.grpo import logprobs_and_entropy
 
     first = encoded.get("first_target", 0)
-    inputs = dict(encoded["model_inputs"])
-    if "images" in encoded:
-        inputs.pop("pixel_values")
-        inputs["mm_encoder_outputs"] = {"image": shared_image_features(model, encoded["images"])}
+    inputs = {**encoded["model_inputs"], "mm_encoder_outputs": {"image": shared_image_features(model, encoded["images"])}}
     width = inputs["input_ids"].shape[1]
     # Keeping the last width - first logits and dropping the last one leaves positions first .. width - 2.
     logits = model(**inputs, logits_to_keep=width - first).logits[:, :-1]

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from learner.grpo import logprobs_and_entropy
-from learner.policy_batch import TrainSample, encode_batch, token_logprobs, token_logprobs_and_entropy
+from learner.policy_batch import TrainSample, encode_batch, per_row_inputs, token_logprobs, token_logprobs_and_entropy
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -72,7 +72,7 @@ def _groups(processor, tmp_path) -> list[TrainSample]:
 
 def _full_sequence_logprobs(model, encoded):
     """The reference computation: every row with its own image, logits over every position."""
-    logits = model(**encoded["model_inputs"]).logits[:, :-1]
+    logits = model(**per_row_inputs(encoded)).logits[:, :-1]
     return logprobs_and_entropy(logits, encoded["targets"], 1.0)
 
 
@@ -92,9 +92,12 @@ def test_a_group_prompt_is_processed_once_per_step(policy, tmp_path):
             assert torch.equal(batch["model_inputs"]["input_ids"][i, :length], alone["model_inputs"]["input_ids"][0])
             assert torch.equal(batch["model_inputs"]["mm_token_type_ids"][i, :length], alone["model_inputs"]["mm_token_type_ids"][0])
     assert torch.equal(again["model_inputs"]["input_ids"], batches[0]["model_inputs"]["input_ids"])
-    # One image per row for a plain forward; each distinct image once for the vision tower.
-    assert batches[0]["model_inputs"]["image_grid_thw"].shape[0] == 2
+    # The pixels of each distinct image once; a plain forward's inputs get one copy per row.
+    assert batches[0]["model_inputs"]["image_grid_thw"].shape[0] == 2 and "pixel_values" not in batches[0]["model_inputs"]
     assert batches[0]["images"]["image_grid_thw"].shape[0] == 1 and batches[0]["images"]["rows"].tolist() == [0, 0]
+    rows = per_row_inputs(batches[0])["pixel_values"]
+    assert torch.equal(rows, torch.cat([batches[0]["images"]["pixel_values"]] * 2))
+    assert torch.equal(rows[: rows.shape[0] // 2], encode_batch(processor, samples[:1])["images"]["pixel_values"])
 
 
 def test_the_vision_tower_sees_each_distinct_image_once(policy, tmp_path):
@@ -148,7 +151,7 @@ def test_reference_pass_with_the_adapter_disabled_shares_images_too(policy, tmp_
     mask = encoded["mask"] > 0
     with torch.no_grad(), model.disable_adapter():
         window = token_logprobs(model, encoded, 0.7)
-        logits = model(**encoded["model_inputs"]).logits[:, :-1]
+        logits = model(**per_row_inputs(encoded)).logits[:, :-1]
         full = logprobs_and_entropy(logits, encoded["targets"], 0.7)[0]
     with torch.no_grad():
         adapted = token_logprobs(model, encoded, 0.7)
