@@ -66,6 +66,27 @@ def shipped(path: str | Path) -> str:
     return storage.cached_source(text) or text  # this node's copy of a model URI: the URI
 
 
+def relocate(path: str, root: Path) -> str:
+    """`path` inside another node's mirror of the run mirrored at `root` (`<cache>/runs/<hash>/...`,
+    the hash being `root`'s name: the same on every node) as the same file under `root`; any other
+    path as it is. A driver on a new node reads manifests the first driver wrote, naming its files."""
+    parts = Path(path).parts
+    for index in range(len(parts) - 2, 0, -1):
+        if parts[index] == root.name and parts[index - 1] == "runs":
+            return str(root.joinpath(*parts[index + 1:]))
+    return path
+
+
+def local_path(path: str) -> str:
+    """`path`, moved into this node's mirror when it names a file of another node's mirror of a
+    registered run (`relocate`)."""
+    for root in _mirrors:
+        moved = relocate(path, root)
+        if moved != path:
+            return moved
+    return path
+
+
 def shipped_image(path: str) -> str | bytes:
     """An image as requests to rollout actors and learner ranks carry it: the file's bytes when it
     lies in a mirror (a data set the run generated, e.g. the synthetic one), else its path."""

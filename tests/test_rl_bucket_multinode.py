@@ -2,7 +2,7 @@
 
 A loopback head and a second node whose processes have their own SKINR1_CACHE and, where this
 machine allows a private mount namespace, cannot see the drivers' caches at all (a tmpfs hides
-them). One learner rank and one rollout actor must run on each node (custom resources). The first
+them). Custom resources put one learner rank on each node and the rollout actor on the second. The first
 driver stops after step 1's committed checkpoint; a second driver, with an empty cache of its own,
 resumes from the bucket and runs step 2."""
 
@@ -25,13 +25,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "skinr1" / "configs" / "demo.yaml")
 BUCKET = "skinr1-runs"  # made by the session's `bucket_env` (conftest.py)
-SLOTS = '{"learner_slot": 1, "rollout_slot": 1}'  # each node holds one learner rank and one rollout actor
+HEAD_SLOTS = '{"learner_slot": 1}'  # one learner rank on each node; the one rollout actor on the second
+SECOND_SLOTS = '{"learner_slot": 1, "rollout_slot": 1}'
 OVERRIDES = ["data.synthetic_scale=0.05", "model.perception_pretraining.images=0", "rl.steps=2",
              "rl.checkpoint_every=1", "rl.prompts_per_step=4", "rl.sampling.group_size=2", "rl.sampling.max_tokens=16",
              "rl.learner.micro_batch_size=2", "rl.rollout.max_model_len=512", "rl.probe_every=0", "rl.validate_every=0",
              "rl.loss.filter_constant_groups=false", "rl.learner.num_ranks=2", "rl.learner.deepspeed.zero_stage=2",
-             "rl.learner.custom_resources.learner_slot=1", "rl.rollout.num_workers=2", "rl.rollout.min_workers=2",
-             "rl.rollout.max_workers=2", "rl.rollout.resources.custom.rollout_slot=1"]
+             "rl.learner.custom_resources.learner_slot=1", "rl.rollout.num_workers=1", "rl.rollout.min_workers=1",
+             "rl.rollout.max_workers=1", "rl.rollout.resources.custom.rollout_slot=1"]
 
 
 def _env(cache: Path, bucket_env: dict) -> dict[str, str]:
@@ -74,12 +75,12 @@ def test_grpo_on_two_nodes_without_a_shared_file_system(bucket_env, tmp_path):
     hide = _hidden_from_node(drivers)
     gcs = f"127.0.0.1:{free_port()}"
     head_cache, node_cache = drivers / "first", tmp_path / "node-2"
-    head = start_node(["--head", f"--port={gcs.rsplit(':', 1)[1]}", "--num-cpus=6", f"--resources={SLOTS}",
+    head = start_node(["--head", f"--port={gcs.rsplit(':', 1)[1]}", "--num-cpus=6", f"--resources={HEAD_SLOTS}",
                        "--include-dashboard=false"], tmp_path / "head.log", _env(head_cache, bucket_env))
     second = None
     try:
         _wait_started(tmp_path / "head.log", head)
-        second = start_node([f"--address={gcs}", "--num-cpus=4", f"--resources={SLOTS}"], tmp_path / "node-2.log",
+        second = start_node([f"--address={gcs}", "--num-cpus=4", f"--resources={SECOND_SLOTS}"], tmp_path / "node-2.log",
                             _env(node_cache, bucket_env), head=False, wrap=hide)
         _wait_started(tmp_path / "node-2.log", second)
         uri = f"s3://{BUCKET}/multinode"

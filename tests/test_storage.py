@@ -255,6 +255,10 @@ def test_what_actors_read_from_a_bucket_run_is_named_so_any_node_can_get_it(s3_s
     image.write_bytes(b"\x89PNG pixels")
     assert run_mirror.shipped_image(str(image)) == b"\x89PNG pixels"  # no other node sees the mirror
     assert run_mirror.shipped_image("/mnt/shared/images/y.png") == "/mnt/shared/images/y.png"
+    # A manifest the first driver wrote on its node names its own mirror; on this node it is this one's.
+    first_drivers = f"/home/other/.cache/skinr1/runs/{config.run_path.name}/data/images/rl/x.png"
+    assert run_mirror.local_path(first_drivers) == str(image)
+    assert run_mirror.shipped_image(run_mirror.local_path(first_drivers)) == b"\x89PNG pixels"
 
     # A model given as a URI is loaded from this node's copy; actors get the URI back, not the copy.
     model_uri = f"s3://{BUCKET}/models/shipped"
@@ -267,3 +271,13 @@ def test_what_actors_read_from_a_bucket_run_is_named_so_any_node_can_get_it(s3_s
     assert copy.is_relative_to(tmp_path / "node-2") and (copy / "policy" / "adapter.safetensors").read_bytes() == b"merged" * 100
     with pytest.raises(FileNotFoundError, match="holds no files"):
         storage.cached_model(f"{uri}/rl/nothing-here")
+
+
+def test_a_path_in_another_nodes_mirror_of_the_run_is_moved_into_this_ones():
+    from skinr1.run_mirror import relocate
+
+    root = Path("/node-b/cache/runs/0123456789abcdef")
+    assert relocate("/node-a/x/runs/0123456789abcdef/data/images/a.png", root) == str(root / "data/images/a.png")
+    assert relocate(str(root / "data" / "a.png"), root) == str(root / "data" / "a.png")
+    for other in ("/node-a/x/runs/fedcba9876543210/data/a.png", "/data/0123456789abcdef/a.png", "relative/a.png"):
+        assert relocate(other, root) == other

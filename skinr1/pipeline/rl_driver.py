@@ -65,7 +65,8 @@ class GRPODriver:
         if rl.mode != reward_config.mode:
             raise ValueError(f"rl.mode {rl.mode!r} differs from reward.mode {reward_config.mode!r}")
         self.taxonomy = default_taxonomy()
-        records = read_jsonl(manifest)
+        # A driver resuming a bucket run on a new node reads manifests naming the first driver's mirror.
+        records = [replace(r, image=run_mirror.local_path(r.image)) for r in read_jsonl(manifest)]
         # Unmapped ground truth is rejected here, when the batch is built, never at scoring time.
         self.records = [r for r in records if r.node_id is not None and r.node_id in self.taxonomy]
         self.rejected_records = len(records) - len(self.records)
@@ -75,7 +76,8 @@ class GRPODriver:
         if rl.validate_every:
             if not validation_manifest:
                 raise ValueError("rl.validate_every needs a validation manifest (data.valid)")
-            self.validation = [r for r in read_jsonl(validation_manifest) if r.node_id in self.taxonomy][: rl.validate_prompts]
+            self.validation = [replace(r, image=run_mirror.local_path(r.image)) for r in read_jsonl(validation_manifest)
+                               if r.node_id in self.taxonomy][: rl.validate_prompts]
             if not self.validation:
                 raise ValueError(f"{validation_manifest} has no record with a mapped label")
         self.distractors: dict[str, list[str]] = {}
