@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
 from skinr1 import storage
 
 STAGING_DIR = "checkpoint-staging"
+STALE_AFTER_S = 24 * 3600
+"""A staging directory untouched this long was left by a rank that died while saving or loading
+(a live one finishes in minutes); the next rank on the node deletes it."""
 
 
 def _node_staging(kind: str) -> Path:
     root = storage.node_cache_base() / STAGING_DIR
     root.mkdir(parents=True, exist_ok=True)
+    for entry in root.iterdir():
+        if time.time() - entry.stat().st_mtime > STALE_AFTER_S:
+            shutil.rmtree(entry, ignore_errors=True)
     return Path(tempfile.mkdtemp(dir=root, prefix=f"{kind}-"))
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -217,11 +218,20 @@ def test_ranks_on_other_nodes_upload_their_parts_and_the_commit_waits_for_all(s3
                                     "engine/state/zero_pp_rank_1_mp_rank_00_optim_states.pt",
                                     "policy/adapter_model.safetensors"]
     assert not list((tmp_path / "node-1" / "checkpoint-staging").iterdir())  # node-local staging is cleaned
+    # What a rank killed while saving left on its node a day ago goes with the next save there.
+    from learner.bucket_checkpoint import STALE_AFTER_S
+
+    left = tmp_path / "node-1" / "checkpoint-staging" / "save-killed"
+    left.mkdir()
+    os.utime(left, (time.time() - STALE_AFTER_S - 60,) * 2)
+    fresh = tmp_path / "node-1" / "checkpoint-staging" / "save-another-run"
+    fresh.mkdir()
     assert not (rl_dir / "checkpoints").exists()  # nothing went through the driver's mirror
 
     lost = "engine/state/zero_pp_rank_1_mp_rank_00_optim_states.pt"
     with pytest.raises(IncompleteCheckpoint, match="zero_pp_rank_1_mp_rank_00_optim_states.pt is missing"):
         rl_checkpoint.commit_parts(rl_dir, 2, {"step": 2}, keep=2, save_parts=lambda prefix: save_parts(prefix, lose=lost))
+    assert [p.name for p in (tmp_path / "node-1" / "checkpoint-staging").iterdir()] == ["save-another-run"]
     remote = storage.location(uri).child("rl", "checkpoints")
     assert [c.step for c in storage.committed_checkpoints(remote)] == [1]
 
@@ -236,7 +246,7 @@ def test_ranks_on_other_nodes_upload_their_parts_and_the_commit_waits_for_all(s3
     read = []
     load_part(source, lambda directory: read.extend(sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())))
     assert read == [name for name in sorted(stored.files) if name.startswith("engine/")]
-    assert not list((tmp_path / "node-1" / "checkpoint-staging").iterdir())
+    assert [p.name for p in (tmp_path / "node-1" / "checkpoint-staging").iterdir()] == ["save-another-run"]
     with pytest.raises(FileNotFoundError, match="not a committed checkpoint"):  # an uncommitted upload is never read
         load_part(remote.child("step-000009.cccccccccccc").uri, lambda directory: None)
 
