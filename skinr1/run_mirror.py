@@ -183,7 +183,7 @@ def pull_latest_checkpoint(checkpoint_root: Path) -> None:
         return
     with atomic_directory(checkpoint_root / f"step-{latest.step:06d}") as staging:
         storage.fetch_checkpoint(latest, staging, driver_reads(latest.files))
-    print(f"[rl] resuming from {latest.location.uri} (step {latest.step}), the newest committed checkpoint")
+    log.info("fetched the driver's part of %s (step %d), the newest committed checkpoint", latest.location.uri, latest.step)
 
 
 def committed_source(checkpoint: Path) -> str | None:

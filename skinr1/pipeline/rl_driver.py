@@ -149,7 +149,9 @@ class GRPODriver:
         if checkpoint is None:
             return
         state = rl_checkpoint.read_state(checkpoint)
-        self.learners.load(rl_checkpoint.learner_source(checkpoint))
+        source = rl_checkpoint.learner_source(checkpoint)  # a bucket run: its committed checkpoint's URI
+        self.learners.load(source)
+        print(f"[rl] resuming from {source} (step {state['step']})")
         self.step, self.cursor, self.version = state["step"], state["cursor"], state["version"]
         self.curve = state.get("reward_curve", [])
         self.skipped_steps = state.get("skipped_steps", 0)
