@@ -66,6 +66,19 @@ def _rank_shards(files) -> set[str]:
     return {name.split("/")[-1].split("_mp_rank")[0] for name in files if "_optim_states" in name}
 
 
+def _second_node_roles(node_cache: Path) -> set[str]:
+    """The actor classes whose output the second node's workers logged (Ray marks each actor's
+    output with `:actor_name:<class>`), once for each of the two drivers' jobs."""
+    roles = {}
+    for log in node_cache.glob("runs/*/logs/worker-*.log"):
+        lines = log.read_text().splitlines()
+        job = next((line for line in lines if line.startswith(":job_id:")), None)
+        for line in lines:
+            if line.startswith(":actor_name:"):
+                roles.setdefault(line.removeprefix(":actor_name:"), set()).add(job)
+    return {role for role, jobs in roles.items() if len(jobs) == 2}
+
+
 def test_grpo_on_two_nodes_without_a_shared_file_system(bucket_env, tmp_path):
     from learner.group import free_port
 
@@ -93,8 +106,8 @@ def test_grpo_on_two_nodes_without_a_shared_file_system(bucket_env, tmp_path):
         checkpoints = storage.location(uri).child("rl", "checkpoints")
         step1 = storage.latest_committed(checkpoints)
         assert step1 is not None and step1.step == 1
-        # Both ranks' optimizer shards (rank 1's written and uploaded on the second node), the
-        # policy (rank 0) and the driver's state, all in the commit's manifest.
+        # Both ranks' optimizer shards (one written and uploaded on the second node), the policy
+        # (rank 0) and the driver's state, all in the commit's manifest.
         assert _rank_shards(step1.files) == {"zero_pp_rank_0", "zero_pp_rank_1"}, sorted(step1.files)
         assert {"driver_state.json", "policy/adapter_model.safetensors"} <= set(step1.files)
         # The second node copied the starting point (the base model stage) from the bucket itself,
@@ -120,6 +133,7 @@ def test_grpo_on_two_nodes_without_a_shared_file_system(bucket_env, tmp_path):
     step2 = storage.latest_committed(checkpoints)
     assert step2.step == 2 and _rank_shards(step2.files) == {"zero_pp_rank_0", "zero_pp_rank_1"}
     assert "rl/final/adapter_model.safetensors" in storage.list_files(remote)
-    # The second node's workers logged into its own mirror of the run, not into a driver's.
-    assert list(node_cache.glob("runs/*/logs/worker-*.log"))
+    # A learner rank and the rollout actor of each driver ran on the second node, and logged into
+    # its own mirror of the run, not into a driver's.
+    assert _second_node_roles(node_cache) == {"LearnerRank", "RolloutWorker"}
     print(f"second node in a private mount namespace: {'yes' if hide else 'no'}")
