@@ -84,15 +84,17 @@ class LearnerGroup:
 
         ray.get(self.ranks[0].clear_shared_memory.remote())
 
-    def save(self, directory: str) -> None:
+    def save(self, target: str) -> list[dict[str, int] | None]:
+        """Every rank's part of a checkpoint (`LearnerRank.save`); for a bucket `target`, the
+        {file: size} each rank uploaded, in rank order."""
         import ray
 
-        ray.get([r.save.remote(directory) for r in self.ranks])
+        return ray.get([r.save.remote(target) for r in self.ranks])
 
-    def load(self, directory: str) -> None:
+    def load(self, source: str) -> None:
         import ray
 
-        ray.get([r.load.remote(directory) for r in self.ranks])
+        ray.get([r.load.remote(source) for r in self.ranks])
 
     def shutdown(self) -> None:
         import ray

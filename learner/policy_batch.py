@@ -26,7 +26,8 @@ class TrainSample:
 
     prompt: str
     """Chat-formatted prompt text with one unexpanded image placeholder."""
-    image: str
+    image: str | bytes
+    """The image's path, or its file's bytes (`rollout.sampling.RolloutRequest.image`)."""
     completion_ids: list[int]
     rollout_logprobs: list[float]
     """Per-token log-probs from the sampling engine."""
@@ -50,7 +51,7 @@ PromptCache = dict
 """(prompt, image) -> `EncodedPrompt`; one per step, shared by its micro-batches."""
 
 
-def encode_prompt(processor, prompt: str, image: str, settings=None) -> EncodedPrompt:
+def encode_prompt(processor, prompt: str, image: str | bytes, settings=None) -> EncodedPrompt:
     """`settings` (`PolicySettings`) resizes the image; None loads it unresized."""
     from skinr1.models.settings import PolicySettings
 

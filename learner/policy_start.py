@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Union
+from dataclasses import dataclass, replace
+from typing import Callable, Optional, Union
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,13 @@ class PolicyStart:
     def of(cls, start: Union["PolicyStart", str]) -> "PolicyStart":
         """A start as given, or a bare model path (a fresh adapter on it)."""
         return start if isinstance(start, PolicyStart) else cls(base=str(start))
+
+    def map(self, convert: Callable[[str], str]) -> "PolicyStart":
+        """The same start with every location converted: to the bucket URIs actors on other nodes
+        read (skinr1.run_mirror.shipped), or from them to this node's copies (storage.cached_model)."""
+        return replace(self, base=convert(self.base),
+                       adapter=None if self.adapter is None else convert(self.adapter),
+                       reference=None if self.reference is None else convert(self.reference))
 
     def engine_model(self, serves_adapters: bool) -> str:
         """What the rollout engines load: weights that generate as the starting policy does. Engines

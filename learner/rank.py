@@ -76,7 +76,9 @@ class LearnerRank:
             torch.cuda.set_device(0)  # Ray exposes one GPU per rank as device 0
         init_process_group(self.rank, self.world, address, port, learner.use_gpu)
         torch.manual_seed(self.seed)
-        start = self.start
+        from skinr1.storage import cached_model
+
+        start = self.start.map(cached_model)  # a bucket URI (a run_dir in a bucket): this node's copy
         self.processor = self.policy.load_processor(start.base)
         model = self.policy.load_policy(start.base)
         self.reference = None
@@ -283,9 +285,16 @@ class LearnerRank:
         return contextlib.nullcontext()
 
     # ----------------------------------------------------------------- checkpoints
-    def save(self, directory: str) -> None:
+    def save(self, target: str) -> dict[str, int] | None:
         """Every rank's DeepSpeed state, and (rank 0) the policy in Hugging Face format under
-        `policy/`: the adapter (LoRA) or the whole model (full fine-tuning). Collective."""
+        `policy/`: the adapter (LoRA) or the whole model (full fine-tuning). Collective. `target`
+        is the checkpoint's staging directory, or its staging prefix in a bucket: then this rank
+        writes on its own node, uploads its part and returns its {file: size}."""
+        from learner.bucket_checkpoint import save_part
+
+        return save_part(target, self._write_checkpoint)
+
+    def _write_checkpoint(self, directory: Path) -> None:
         self.engine.save_state(Path(directory) / "engine", self.rank)
         policy = Path(directory) / "policy"
         if self.config.learner.lora.enabled:
@@ -301,8 +310,12 @@ class LearnerRank:
         if self.rank == 0:
             self.processor.save_pretrained(policy)
 
-    def load(self, directory: str) -> None:
-        self.engine.load_state(Path(directory) / "engine")
+    def load(self, source: str) -> None:
+        """Resume from a checkpoint directory, or a committed checkpoint's URI in a bucket (this
+        rank downloads the engine state to its own node)."""
+        from learner.bucket_checkpoint import load_part
+
+        load_part(source, lambda directory: self.engine.load_state(directory / "engine"))
 
     def shutdown(self) -> None:
         import torch.distributed as dist

@@ -33,16 +33,20 @@ class RolloutWorker:
     """vLLM engine + current policy version. Wrap with `ray.remote` (see rollout.pool)."""
 
     def __init__(self, name: str, model: str, settings: EngineSettings, initial_adapter: str | None = None):
+        """`model` and `initial_adapter`: local paths, hub ids, or bucket URIs (a run_dir in a
+        bucket), which are copied once to this node (storage.cached_model)."""
+        from skinr1.storage import cached_model
+
         self.name = name
         self.settings = settings
-        self.llm = build_llm(model, settings)
+        self.llm = build_llm(cached_model(model), settings)
         tokenizer = self.llm.get_tokenizer()
         self.blocked_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_SPECIAL_TOKENS]
         self.version = 0
         self.lora_request = None
         self.adapter_root = Path(tempfile.mkdtemp(prefix=f"skinr1-{name}-adapters-"))
         if initial_adapter is not None:
-            self.use_adapter(0, str(initial_adapter))
+            self.use_adapter(0, cached_model(str(initial_adapter)))
 
     # ----------------------------------------------------------------- generation
     def generate(self, requests: list[RolloutRequest], sampling: SamplingSettings, seed: int | None = None, n: int | None = None) -> list[RolloutResult]:

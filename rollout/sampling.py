@@ -44,8 +44,9 @@ class RolloutRequest:
 
     prompt_id: str
     prompt: str
-    image: str
-    """Path of the image (already validated when the batch was built)."""
+    image: str | bytes
+    """Path of the image, or its file's bytes when no other node could read the path (already
+    validated when the batch was built)."""
     metadata: dict[str, Any] = field(default_factory=dict)
 
 

@@ -42,11 +42,13 @@ def init_ray(
     object_store_memory: int | None = None,
     log_to_driver: bool = True,
     log_dir: str | Path | None = None,
+    log_run: str | None = None,
 ) -> dict[str, Any]:
     """Start a local loopback Ray node, or join `address` / `$RAY_ADDRESS` when given.
 
     With `log_dir`, the run's worker processes write their output there and only their warnings
-    reach the driver's screen (see skinr1.logs). Returns the `ray.init` context info as a dict.
+    reach the driver's screen (see skinr1.logs); `log_run`, a run_dir in a bucket, sends them to each
+    node's own mirror of that run instead. Returns the `ray.init` context info as a dict.
     Calling it again in a process that already has Ray initialised is a no-op.
     """
     apply_loopback_environment()
@@ -62,7 +64,7 @@ def init_ray(
     if log_dir is not None:
         from skinr1.logs import runtime_env_for_logs
 
-        routing = runtime_env_for_logs(log_dir)
+        routing = runtime_env_for_logs(log_dir, log_run)
         env_vars.update(routing.pop("env_vars"))
         runtime_env = {**routing, **runtime_env}
     if runtime_env.get("env_vars"):

@@ -20,6 +20,9 @@ from pathlib import Path
 
 LOG_DIR_ENV = "SKINR1_LOG_DIR"
 """Set in a run's Ray runtime environment: the directory worker processes write their logs to."""
+LOG_RUN_ENV = "SKINR1_LOG_RUN"
+"""Set instead for a run_dir in a bucket: its URI. No node sees the driver's mirror, so each worker
+logs into its own node's mirror of the run (`<mirror>/logs`, skinr1.run_mirror.mirror_root)."""
 WORKER_SETUP_HOOK = "skinr1.logs.worker_process_setup"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 VLLM_CONFIG_ENV = "VLLM_LOGGING_CONFIG_PATH"
@@ -82,12 +85,24 @@ def route_driver_logs(log_dir: str | Path) -> Path:
     return path
 
 
+def worker_log_dir(environ: dict[str, str]) -> Path | None:
+    """Where a worker process with this environment writes its logs (None: where Ray puts them)."""
+    if environ.get(LOG_RUN_ENV):
+        from skinr1.run_mirror import mirror_root
+
+        return mirror_root(environ[LOG_RUN_ENV]) / "logs"
+    return Path(environ[LOG_DIR_ENV]) if environ.get(LOG_DIR_ENV) else None
+
+
 def worker_process_setup() -> None:
-    """Ray worker process start-up (see the module docstring); does nothing without LOG_DIR_ENV."""
-    log_dir = os.environ.get(LOG_DIR_ENV)
-    if not log_dir:
+    """Ray worker process start-up (see the module docstring); does nothing without LOG_DIR_ENV
+    or LOG_RUN_ENV."""
+    log_dir = worker_log_dir(dict(os.environ))
+    if log_dir is None:
         return
-    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    if os.environ.get(LOG_RUN_ENV):  # the driver's vLLM config names a file on its own node
+        os.environ.setdefault(VLLM_CONFIG_ENV, str(vllm_logging_config(log_dir)))
     screen = os.fdopen(os.dup(2), "w", buffering=1)  # what Ray relays to the driver
     sys.stdout.flush()
     sys.stderr.flush()
@@ -101,10 +116,18 @@ def worker_process_setup() -> None:
     _install(root, logging.StreamHandler(screen), logging.WARNING)
 
 
-def runtime_env_for_logs(log_dir: str | Path) -> dict:
-    """The runtime-env entries that route a run's worker logs to `log_dir`."""
+def runtime_env_for_logs(log_dir: str | Path, run_uri: str | None = None) -> dict:
+    """The runtime-env entries that route a run's worker logs to `log_dir`, or for a run_dir in a
+    bucket (`run_uri`) to each node's own mirror of the run."""
     log_dir = Path(log_dir).resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
+    own_config = str(log_dir / "vllm_logging.json")
     vllm_config = os.environ.get(VLLM_CONFIG_ENV) or str(vllm_logging_config(log_dir))
-    return {"worker_process_setup_hook": WORKER_SETUP_HOOK,
-            "env_vars": {LOG_DIR_ENV: str(log_dir), VLLM_CONFIG_ENV: vllm_config, NO_FRAMEWORK_BARS[0]: NO_FRAMEWORK_BARS[1]}}
+    env_vars = {NO_FRAMEWORK_BARS[0]: NO_FRAMEWORK_BARS[1]}
+    if run_uri is None:
+        env_vars.update({LOG_DIR_ENV: str(log_dir), VLLM_CONFIG_ENV: vllm_config})
+    else:
+        env_vars[LOG_RUN_ENV] = run_uri
+        if vllm_config != own_config:  # a config of the user's own is theirs to provide on every node
+            env_vars[VLLM_CONFIG_ENV] = vllm_config
+    return {"worker_process_setup_hook": WORKER_SETUP_HOOK, "env_vars": env_vars}

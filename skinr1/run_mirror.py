@@ -4,8 +4,12 @@ and keeps the bucket authoritative for everything finished:
 - a stage directory is pushed when the stage finishes, its `stage.json` marker last, and pulled
   before a stage looks for its marker, so a driver on a new node (or after a crash) reuses it;
 - GRPO checkpoints are pushed with the commit-marker protocol of skinr1.storage and the newest
-  committed one is pulled when a run resumes (only committed checkpoints are ever read);
-- `checkpoints/` and Ray Train's `ray/` never travel as plain files.
+  committed one is pulled when a run resumes (only committed checkpoints are ever read); learner
+  ranks upload and download their own parts on their own nodes (skinr1.checkpoint_parts);
+- `checkpoints/` and Ray Train's `ray/` never travel as plain files;
+- what actors on other nodes read from the run goes to them by its bucket URI (`shipped`: each
+  node copies it once into its own cache) or, for images, as bytes (`shipped_image`): the mirror
+  is the driver's alone.
 
 Local run directories have no mirror: every function here is then a no-op.
 """
@@ -14,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 from skinr1 import storage
@@ -30,8 +33,7 @@ _mirrors: dict[Path, storage.Location] = {}
 
 def mirror_root(uri: str) -> Path:
     """The node-local directory a URI run works in (the same on every node with the same cache)."""
-    base = Path(os.environ.get("SKINR1_CACHE", Path.home() / ".cache" / "skinr1"))
-    return (base / "runs" / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]).resolve()
+    return (storage.node_cache_base() / "runs" / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]).resolve()
 
 
 def register(uri: str) -> Path:
@@ -49,6 +51,46 @@ def remote_for(path: str | Path) -> storage.Location | None:
         if path == local or local in path.parents:
             return remote.child(*path.relative_to(local).parts) if path != local else remote
     return None
+
+
+def shipped(path: str | Path) -> str:
+    """How an actor that may run on another node names `path`: its bucket URI when it lies in a
+    mirror or is this node's copy of a URI (the actor copies it with `storage.cached_model`),
+    else the path itself (a shared or node-identical path, or a hub id)."""
+    text = str(path)
+    if not text.startswith("/"):
+        return text
+    remote = remote_for(text)
+    if remote is not None:
+        return remote.uri
+    return storage.cached_source(text) or text  # this node's copy of a model URI: the URI
+
+
+def relocate(path: str, root: Path) -> str:
+    """`path` inside another node's mirror of the run mirrored at `root` (`<cache>/runs/<hash>/...`,
+    the hash being `root`'s name: the same on every node) as the same file under `root`; any other
+    path as it is. A driver on a new node reads manifests the first driver wrote, naming its files."""
+    parts = Path(path).parts
+    for index in range(len(parts) - 2, 0, -1):
+        if parts[index] == root.name and parts[index - 1] == "runs":
+            return str(root.joinpath(*parts[index + 1:]))
+    return path
+
+
+def local_path(path: str) -> str:
+    """`path`, moved into this node's mirror when it names a file of another node's mirror of a
+    registered run (`relocate`)."""
+    for root in _mirrors:
+        moved = relocate(path, root)
+        if moved != path:
+            return moved
+    return path
+
+
+def shipped_image(path: str) -> str | bytes:
+    """An image as requests to rollout actors and learner ranks carry it: the file's bytes when it
+    lies in a mirror (a data set the run generated, e.g. the synthetic one), else its path."""
+    return Path(path).read_bytes() if remote_for(path) is not None else path
 
 
 def _mirrored(name: str) -> bool:
@@ -109,16 +151,25 @@ def push_checkpoint(checkpoint: Path, step: int, keep: int) -> None:
     if remote is None:
         return
     stored = storage.commit_checkpoint(checkpoint, remote, step)
+    after_commit(checkpoint.parent, stored, keep)
+
+
+def after_commit(checkpoint_root: Path, stored: storage.StoredCheckpoint, keep: int) -> None:
+    """Prune the bucket's old checkpoints and push the curve so far with the new one (for a
+    driver resumed elsewhere)."""
+    remote = remote_for(checkpoint_root)
     storage.prune_checkpoints(remote, keep)
-    stage = checkpoint.parent.parent  # the curve so far goes with it, for a driver resumed elsewhere
+    stage = checkpoint_root.parent
     push_files(stage, [stage / "metrics.jsonl"])
-    log.info("committed checkpoint step %d to %s", step, stored.location.uri)
+    log.info("committed checkpoint step %d to %s", stored.step, stored.location.uri)
 
 
 def pull_latest_checkpoint(checkpoint_root: Path) -> None:
-    """Bring the bucket's newest committed checkpoint into `checkpoint_root` when the local mirror
-    has none as new (committed locally with the crash-safe protocol of skinr1.atomic)."""
+    """Bring the driver's part (skinr1.checkpoint_parts.driver_reads) of the bucket's newest
+    committed checkpoint into `checkpoint_root` when the local mirror has none as new (committed
+    locally with the crash-safe protocol of skinr1.atomic); learner ranks fetch their own part."""
     from skinr1.atomic import atomic_directory
+    from skinr1.checkpoint_parts import driver_reads
 
     remote = remote_for(checkpoint_root)
     if remote is None:
@@ -131,5 +182,19 @@ def pull_latest_checkpoint(checkpoint_root: Path) -> None:
     if local_steps and max(local_steps) >= latest.step:
         return
     with atomic_directory(checkpoint_root / f"step-{latest.step:06d}") as staging:
-        storage.fetch_checkpoint(latest, staging)
-    print(f"[rl] resuming from {latest.location.uri} (step {latest.step}), the newest committed checkpoint")
+        storage.fetch_checkpoint(latest, staging, driver_reads(latest.files))
+    log.info("fetched the driver's part of %s (step %d), the newest committed checkpoint", latest.location.uri, latest.step)
+
+
+def committed_source(checkpoint: Path) -> str | None:
+    """The bucket URI of the committed checkpoint a mirror's `checkpoint` directory stands for
+    (learner ranks download their part from it); None outside a mirror."""
+    remote = remote_for(checkpoint.parent)
+    if remote is None:
+        return None
+    step = int(checkpoint.name.split("-")[1])
+    found = [c for c in storage.committed_checkpoints(remote) if c.step == step]
+    if not found:
+        raise FileNotFoundError(f"{checkpoint} has no committed copy under {remote.uri}: the bucket, not "
+                                "the mirror, holds a bucket run's checkpoints")
+    return found[-1].location.uri

@@ -101,10 +101,16 @@ def list_files(source: Location) -> dict[str, int]:
 
 def download_directory(source: Location, local: str | Path) -> Path:
     """Copy every file under `source` into `local` (created)."""
+    return download_files(source, list_files(source), local)
+
+
+def download_files(source: Location, names, local: str | Path) -> Path:
+    """Copy these files (relative paths) of `source` into `local` (created)."""
     import pyarrow.fs as pafs
 
     local = Path(local)
-    for name in list_files(source):
+    local.mkdir(parents=True, exist_ok=True)
+    for name in names:
         (local / name).parent.mkdir(parents=True, exist_ok=True)
         pafs.copy_files(source.child(name).path, str(local / name), source_filesystem=source.filesystem)
     return local
@@ -140,13 +146,37 @@ class StoredCheckpoint:
     files: dict[str, int]
 
 
-def commit_checkpoint(local: str | Path, root: Location, step: int) -> StoredCheckpoint:
-    """Upload the complete checkpoint directory `local` as step `step` under `root`, marker last."""
-    target = root.child(f"step-{step:06d}.{uuid.uuid4().hex[:12]}")
-    files = upload_directory(local, target)
+def checkpoint_attempt(root: Location, step: int) -> Location:
+    """A fresh staging prefix for step `step` under `root`: its writers upload their parts there."""
+    return root.child(f"step-{step:06d}.{uuid.uuid4().hex[:12]}")
+
+
+def finish_checkpoint(target: Location, step: int, files: dict[str, int]) -> StoredCheckpoint:
+    """Commit the staging prefix `target` by writing its marker (the manifest `files`), but only
+    when every file of the manifest is there with its size; else `IncompleteCheckpoint`."""
+    from skinr1.checkpoint_parts import IncompleteCheckpoint, missing_files
+
+    problems = missing_files(files, list_files(target))
+    if problems:
+        raise IncompleteCheckpoint(f"{target.uri} is not committed: " + "; ".join(problems[:5]))
     manifest = {"step": step, "committed_at": time.time(), "files": files}
     write_text(target.child(COMMIT_MARKER), json.dumps(manifest, indent=2))
     return StoredCheckpoint(step, target, manifest["committed_at"], files)
+
+
+def commit_checkpoint(local: str | Path, root: Location, step: int) -> StoredCheckpoint:
+    """Upload the complete checkpoint directory `local` as step `step` under `root`, marker last."""
+    target = checkpoint_attempt(root, step)
+    return finish_checkpoint(target, step, upload_directory(local, target))
+
+
+def committed_manifest(checkpoint: Location) -> dict[str, int]:
+    """The files of the committed checkpoint at `checkpoint` (from its marker); `FileNotFoundError`
+    when it has no marker (an upload that never committed must not be read)."""
+    marker = read_text(checkpoint.child(COMMIT_MARKER))
+    if marker is None:
+        raise FileNotFoundError(f"{checkpoint.uri} is not a committed checkpoint (no {COMMIT_MARKER})")
+    return json.loads(marker)["files"]
 
 
 def committed_checkpoints(root: Location) -> list[StoredCheckpoint]:
@@ -199,35 +229,57 @@ def prune_checkpoints(root: Location, keep: int) -> None:
         delete_directory(candidate)
 
 
-def fetch_checkpoint(stored: StoredCheckpoint, local: str | Path) -> Path:
-    """Download a committed checkpoint (without its marker) and check it against the manifest."""
-    local = download_directory(stored.location, local)
-    (local / COMMIT_MARKER).unlink(missing_ok=True)
-    for name, size in stored.files.items():
+def fetch_checkpoint(stored: StoredCheckpoint, local: str | Path, names=None) -> Path:
+    """Download a committed checkpoint's files (`names`, default all of its manifest) and check
+    them against the manifest."""
+    names = sorted(stored.files) if names is None else list(names)
+    local = download_files(stored.location, names, local)
+    for name, size in ((n, stored.files[n]) for n in names):
         if (local / name).stat().st_size != size:
             raise OSError(f"{stored.location.uri}/{name}: downloaded {(local / name).stat().st_size} bytes, expected {size}")
     return local
 
 
 # ---------------------------------------------------------------------------- model cache
+def node_cache_base() -> Path:
+    """This node's cache directory ($SKINR1_CACHE, default ~/.cache/skinr1): run mirrors, model
+    copies and checkpoint staging live under it, never on another node."""
+    return Path(os.environ.get("SKINR1_CACHE", Path.home() / ".cache" / "skinr1"))
+
+
 def node_cache_root() -> Path:
-    return Path(os.environ.get("SKINR1_CACHE", Path.home() / ".cache" / "skinr1")) / "models"
+    return node_cache_base() / "models"
 
 
 def cached_model(uri: str) -> str:
-    """A model directory given as a URI, copied once per node into a local cache (keyed by the URI);
-    a local path is returned as it is. The copy is committed atomically, so concurrent loaders on
-    one node either find it complete or make it."""
+    """A directory given as a URI (a model, or a finished stage's output such as the merged RL
+    starting point), copied once per node into a local cache (keyed by the URI); a local path is
+    returned as it is. Loaders on one node take turns under a file lock: the first makes the copy
+    (committed atomically, so a crash leaves none), the others find it complete."""
+    import fcntl
+
     from skinr1.atomic import atomic_directory, recover
 
     if not is_uri(uri):
         return uri
     source = location(uri, key="model")
     target = node_cache_root() / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    recover(target.parent, target.name)
-    if (target / ".complete").is_file():
-        return str(target)
-    with atomic_directory(target) as staging:
-        download_directory(source, staging)
-        (staging / ".complete").write_text(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
+        recover(target.parent, target.name)
+        if (target / ".complete").is_file():
+            return str(target)
+        if not list_files(source):
+            raise FileNotFoundError(f"{uri} holds no files")
+        with atomic_directory(target) as staging:
+            download_directory(source, staging)
+            (staging / ".complete").write_text(uri)
     return str(target)
+
+
+def cached_source(path: str | Path) -> str | None:
+    """The URI a `cached_model` copy at `path` was made from; None for any other path."""
+    path = Path(path)
+    marker = path / ".complete"
+    return marker.read_text() if path.parent == node_cache_root() and marker.is_file() else None

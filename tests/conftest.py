@@ -28,3 +28,32 @@ def ray_local():
     init_ray(num_cpus=8)
     yield
     shutdown_ray()
+
+
+RUN_BUCKET = "skinr1-runs"
+
+
+@pytest.fixture(scope="session")
+def bucket_env():
+    """An S3-compatible server (moto) on 127.0.0.1 with the bucket `skinr1-runs`, for the whole
+    session; yields the standard variables (also set here) that reach it."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    variables = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket=RUN_BUCKET)
+    yield variables
+    server.stop()
+    for key, value in saved.items():
+        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)

@@ -19,34 +19,10 @@ from skinr1 import storage
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "skinr1" / "configs" / "demo.yaml")
-BUCKET = "skinr1-runs"
+BUCKET = "skinr1-runs"  # made by the session's `bucket_env` (conftest.py)
 OVERRIDES = ["data.synthetic_scale=0.1", "model.perception_pretraining.images=32", "model.perception_pretraining.epochs=1", "sft.max_steps=2", "sft.checkpoint_every=2", "rl.steps=3",
              "rl.checkpoint_every=1", "rl.prompts_per_step=4", "rl.sampling.group_size=2", "rl.sampling.max_tokens=32",
              "rl.learner.micro_batch_size=2", "rl.rollout.max_model_len=512", "rl.probe_every=0", "rl.validate_every=0"]
-
-
-@pytest.fixture(scope="module")
-def bucket_env():
-    from moto.server import ThreadedMotoServer
-
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    variables = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in variables}
-    os.environ.update(variables)
-    import boto3
-
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
-    yield variables
-    server.stop()
-    for key, value in saved.items():
-        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 
 
 def _env(node_cache: Path, bucket_env: dict) -> dict[str, str]:

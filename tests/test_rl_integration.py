@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from loopback_nodes import start_node
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -47,22 +48,8 @@ def _env() -> dict[str, str]:
     return env
 
 
-# `ray start --address` for a second node on this machine. Ray refuses worker nodes while
-# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, and with it on it rewrites a 127.0.0.1 head address to the
-# machine's network address (where the loopback-only head does not listen). Keeping the given
-# address and --node-ip-address=127.0.0.1 makes a real second node whose sockets stay on loopback.
-_WORKER_NODE_START = (
-    "import sys; import ray._private.services as services; services.resolve_ip_for_localhost = lambda host: host; "
-    "from ray.scripts.scripts import main; sys.argv = ['ray', *sys.argv[1:]]; main()"
-)
-
-
 def _skinr1() -> str:
     return str(Path(sys.executable).with_name("skinr1"))
-
-
-def _ray() -> str:
-    return str(Path(sys.executable).with_name("ray"))
 
 
 @pytest.fixture(scope="module")
@@ -115,23 +102,7 @@ def _submit(client, command: str) -> str:
 
 
 def _start_node(args: list[str], log: Path, head: bool = True) -> subprocess.Popen:
-    """`ray start ... --block` in its own session: killing that session stops exactly this node
-    (`ray stop` would also stop the test session's own local cluster). Its output goes to `log`."""
-    from learner.group import free_port
-
-    env = _env()
-    launcher = [_ray()]
-    if not head:
-        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
-        launcher = [sys.executable, "-c", _WORKER_NODE_START]
-        args = [*args, "--node-ip-address=127.0.0.1"]
-    # Fixed default agent ports would collide with the test session's own local cluster.
-    ports = {name: free_port() for name in ("dashboard-agent-listen", "dashboard-agent-grpc", "runtime-env-agent", "metrics-export")}
-    return subprocess.Popen(
-        [*launcher, "start", *args, "--disable-usage-stats", "--block", "--object-store-memory=400000000",
-         *(f"--{name}-port={port}" for name, port in ports.items())],
-        env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    return start_node(args, log, _env(), head=head)
 
 
 # The job's busy processes. A joining node's raylet gives its Python agents a fixed ~20 s to come up

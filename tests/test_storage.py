@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,34 +16,14 @@ import pytest
 from skinr1 import storage
 from skinr1.atomic import CRASH_ENV, CRASH_EXIT_CODE
 
-BUCKET = "skinr1-test"
+BUCKET = "skinr1-runs"  # made by the session's `bucket_env` (conftest.py)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    """moto's S3 server on 127.0.0.1; credentials and endpoint through the standard variables."""
-    import moto  # noqa: F401  (dev extra: a missing server fails the test, never skips it)
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_DEFAULT_REGION="us-east-1")
-    import boto3
-
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-    for key, value in saved.items():
-        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+@pytest.fixture
+def s3_server(bucket_env):
+    """The session's S3-compatible server (moto on 127.0.0.1, conftest.py); the standard variables
+    that reach it are set."""
+    return bucket_env["AWS_ENDPOINT_URL"]
 
 
 @pytest.fixture
@@ -195,3 +175,119 @@ def test_grpo_checkpoints_go_to_the_bucket_and_a_new_driver_resumes_from_the_new
     assert latest.is_relative_to(tmp_path / "node-b") and latest.name == "step-000003"
     assert rl_checkpoint.read_state(latest) == {"step": 3}
     assert (latest / "policy" / "adapter.safetensors").read_bytes() == b"w3" * 10
+
+
+# ------------------------------------------------------------- GRPO on nodes with no shared disk
+def _rank_writer(rank: int):
+    """What a learner rank writes into its checkpoint directory: its optimizer shard; rank 0 also
+    the model states and the policy."""
+    def write(directory: Path) -> None:
+        state = directory / "engine" / "state"
+        state.mkdir(parents=True)
+        (state / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt").write_bytes(b"r%d" % rank * 50)
+        if rank == 0:
+            (state / "mp_rank_00_model_states.pt").write_bytes(b"model" * 10)
+            (directory / "policy").mkdir()
+            (directory / "policy" / "adapter_model.safetensors").write_bytes(b"adapter")
+    return write
+
+
+def test_ranks_on_other_nodes_upload_their_parts_and_the_commit_waits_for_all(s3_server, tmp_path, monkeypatch):
+    from learner.bucket_checkpoint import load_part, save_part
+    from skinr1.checkpoint_parts import IncompleteCheckpoint
+    from skinr1.pipeline import rl_checkpoint
+
+    uri = f"s3://{BUCKET}/runs/parts"
+    driver = _bucket_run(uri, tmp_path / "driver", monkeypatch)
+    rl_dir = driver.rl_dir
+
+    def save_parts(prefix: str, lose: str | None = None) -> list:
+        parts = []
+        for rank in (0, 1):  # each rank on its own node: its own cache, no sight of the driver's mirror
+            monkeypatch.setenv("SKINR1_CACHE", str(tmp_path / f"node-{rank}"))
+            parts.append(save_part(prefix, _rank_writer(rank)))
+        monkeypatch.setenv("SKINR1_CACHE", str(tmp_path / "driver"))
+        if lose:  # an upload lost after its rank reported it
+            target = storage.location(prefix)
+            target.filesystem.delete_file(target.child(lose).path)
+        return parts
+
+    stored = rl_checkpoint.commit_parts(rl_dir, 1, {"step": 1}, keep=2, save_parts=save_parts)
+    assert sorted(stored.files) == ["driver_state.json", "engine/state/mp_rank_00_model_states.pt",
+                                    "engine/state/zero_pp_rank_0_mp_rank_00_optim_states.pt",
+                                    "engine/state/zero_pp_rank_1_mp_rank_00_optim_states.pt",
+                                    "policy/adapter_model.safetensors"]
+    assert not list((tmp_path / "node-1" / "checkpoint-staging").iterdir())  # node-local staging is cleaned
+    # What a rank killed while saving left on its node a day ago goes with the next save there.
+    from learner.bucket_checkpoint import STALE_AFTER_S
+
+    left = tmp_path / "node-1" / "checkpoint-staging" / "save-killed"
+    left.mkdir()
+    os.utime(left, (time.time() - STALE_AFTER_S - 60,) * 2)
+    fresh = tmp_path / "node-1" / "checkpoint-staging" / "save-another-run"
+    fresh.mkdir()
+    assert not (rl_dir / "checkpoints").exists()  # nothing went through the driver's mirror
+
+    lost = "engine/state/zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    with pytest.raises(IncompleteCheckpoint, match="zero_pp_rank_1_mp_rank_00_optim_states.pt is missing"):
+        rl_checkpoint.commit_parts(rl_dir, 2, {"step": 2}, keep=2, save_parts=lambda prefix: save_parts(prefix, lose=lost))
+    assert [p.name for p in (tmp_path / "node-1" / "checkpoint-staging").iterdir()] == ["save-another-run"]
+    remote = storage.location(uri).child("rl", "checkpoints")
+    assert [c.step for c in storage.committed_checkpoints(remote)] == [1]
+
+    # A new driver (nothing local) fetches its part; each rank, on its own node, the engine state.
+    resumed = _bucket_run(uri, tmp_path / "driver-2", monkeypatch)
+    local = rl_checkpoint.latest_checkpoint(resumed.rl_dir)
+    assert sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()) == [
+        "driver_state.json", "policy/adapter_model.safetensors"]
+    source = rl_checkpoint.learner_source(local)
+    assert source == stored.location.uri
+    monkeypatch.setenv("SKINR1_CACHE", str(tmp_path / "node-1"))
+    read = []
+    load_part(source, lambda directory: read.extend(sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())))
+    assert read == [name for name in sorted(stored.files) if name.startswith("engine/")]
+    assert [p.name for p in (tmp_path / "node-1" / "checkpoint-staging").iterdir()] == ["save-another-run"]
+    with pytest.raises(FileNotFoundError, match="not a committed checkpoint"):  # an uncommitted upload is never read
+        load_part(remote.child("step-000009.cccccccccccc").uri, lambda directory: None)
+
+
+def test_what_actors_read_from_a_bucket_run_is_named_so_any_node_can_get_it(s3_server, tmp_path, monkeypatch):
+    from skinr1 import run_mirror
+
+    uri = f"s3://{BUCKET}/runs/shipped"
+    config = _bucket_run(uri, tmp_path / "driver", monkeypatch)
+    merged = config.rl_dir / "policy_base" / "model"
+    assert run_mirror.shipped(merged) == f"{uri}/rl/policy_base/model"
+    for elsewhere in ("/mnt/shared/models/qwen", "Qwen/Qwen2.5-VL-7B-Instruct"):
+        assert run_mirror.shipped(elsewhere) == elsewhere
+    image = config.run_path / "data" / "images" / "rl" / "x.png"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"\x89PNG pixels")
+    assert run_mirror.shipped_image(str(image)) == b"\x89PNG pixels"  # no other node sees the mirror
+    assert run_mirror.shipped_image("/mnt/shared/images/y.png") == "/mnt/shared/images/y.png"
+    # A manifest the first driver wrote on its node names its own mirror; on this node it is this one's.
+    first_drivers = f"/home/other/.cache/skinr1/runs/{config.run_path.name}/data/images/rl/x.png"
+    assert run_mirror.local_path(first_drivers) == str(image)
+    assert run_mirror.shipped_image(run_mirror.local_path(first_drivers)) == b"\x89PNG pixels"
+
+    # A model given as a URI is loaded from this node's copy; actors get the URI back, not the copy.
+    model_uri = f"s3://{BUCKET}/models/shipped"
+    storage.upload_directory(_checkpoint(tmp_path, "model", 0, "w"), storage.location(model_uri))
+    assert run_mirror.shipped(storage.cached_model(model_uri)) == model_uri
+    # Another node copies the finished stage output it was handed once into its own cache.
+    storage.upload_directory(_checkpoint(tmp_path, "merged", 0, "merged"), storage.location(run_mirror.shipped(merged)))
+    monkeypatch.setenv("SKINR1_CACHE", str(tmp_path / "node-2"))
+    copy = Path(storage.cached_model(run_mirror.shipped(merged)))
+    assert copy.is_relative_to(tmp_path / "node-2") and (copy / "policy" / "adapter.safetensors").read_bytes() == b"merged" * 100
+    with pytest.raises(FileNotFoundError, match="holds no files"):
+        storage.cached_model(f"{uri}/rl/nothing-here")
+
+
+def test_a_path_in_another_nodes_mirror_of_the_run_is_moved_into_this_ones():
+    from skinr1.run_mirror import relocate
+
+    root = Path("/node-b/cache/runs/0123456789abcdef")
+    assert relocate("/node-a/x/runs/0123456789abcdef/data/images/a.png", root) == str(root / "data/images/a.png")
+    assert relocate(str(root / "data" / "a.png"), root) == str(root / "data" / "a.png")
+    for other in ("/node-a/x/runs/fedcba9876543210/data/a.png", "/data/0123456789abcdef/a.png", "relative/a.png"):
+        assert relocate(other, root) == other

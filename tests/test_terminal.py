@@ -49,6 +49,29 @@ def test_worker_setup_does_nothing_outside_a_routed_run(tmp_path):
     assert "framework chatter on stdout" in done.stdout
 
 
+def test_a_bucket_runs_workers_log_into_their_own_nodes_mirror(tmp_path, monkeypatch):
+    """No node sees the driver's mirror: the runtime env names the run, each worker its own node's
+    mirror of it, and writes its own vLLM logging config there (the driver's names its own disk)."""
+    from skinr1.logs import LOG_DIR_ENV, LOG_RUN_ENV, VLLM_CONFIG_ENV, runtime_env_for_logs
+    from skinr1.run_mirror import mirror_root
+
+    uri = "s3://bucket/runs/r1"
+    monkeypatch.delenv(VLLM_CONFIG_ENV, raising=False)
+    monkeypatch.delenv(LOG_DIR_ENV, raising=False)
+    routed = runtime_env_for_logs(tmp_path / "driver-mirror" / "logs", uri)["env_vars"]
+    assert routed[LOG_RUN_ENV] == uri and LOG_DIR_ENV not in routed and VLLM_CONFIG_ENV not in routed
+    monkeypatch.setenv("SKINR1_CACHE", str(tmp_path / "other-node"))
+    logs = mirror_root(uri) / "logs"
+    code = _CHATTY_PROCESS.format(setup="worker_process_setup", arg="") + f"print(os.environ[{VLLM_CONFIG_ENV!r}])"
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, **routed}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    [log] = list(logs.glob("worker-*.log"))
+    assert logs.is_relative_to(tmp_path / "other-node") and "framework chatter on stdout" in log.read_text()
+    config = logs / "vllm_logging.json"
+    assert str(config) in log.read_text()
+    assert json.loads(config.read_text())["handlers"]["file"]["filename"] == str(logs / "vllm.log")
+
+
 def test_driver_records_go_to_driver_log_and_warnings_to_the_screen(tmp_path):
     done = _run("route_driver_logs", repr(str(tmp_path)), {})
     assert done.returncode == 0, done.stderr

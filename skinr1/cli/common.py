@@ -26,5 +26,8 @@ def load_config_from_args(args: argparse.Namespace):
     log_dir = config.run_path / "logs"
     route_driver_logs(log_dir)
     print(f"framework logs (Ray, vLLM, DeepSpeed): {log_dir}/")
-    init_ray(address=config.ray.address, num_cpus=config.ray.num_cpus, log_dir=log_dir)
+    from skinr1.storage import is_uri
+
+    init_ray(address=config.ray.address, num_cpus=config.ray.num_cpus, log_dir=log_dir,
+             log_run=config.run_dir if is_uri(config.run_dir) else None)
     return config

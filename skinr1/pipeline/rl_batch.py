@@ -33,7 +33,7 @@ class Group:
 
     prompt_id: str
     prompt: str
-    image: str
+    image: str | bytes
     completion_ids: list[list[int]]
     rollout_logprobs: list[list[float]]
     rewards: list[float]

@@ -6,8 +6,10 @@ state: weights it trains, optimizer, LR schedule) and `driver_state.json` (step,
 version, RNG state, reward curve).
 The learners write into a staging directory that is committed only when complete (skinr1.atomic:
 fsynced, renamed into place; a crash at any instant leaves the previous or the new checkpoint, which
-`latest_checkpoint` recovers before it looks). A run_dir in a bucket also gets each checkpoint
-committed there (skinr1.run_mirror), and resumes from the bucket's newest committed one.
+`latest_checkpoint` recovers before it looks). A run_dir in a bucket commits each checkpoint there
+instead (`commit_parts`): every learner rank uploads its part from its own node, the driver adds
+its state and writes the marker once every part is there; a resumed run reads the bucket's newest
+committed checkpoint, the driver its part (skinr1.run_mirror) and each rank its own.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from skinr1.atomic import commit_directory, recover, retire_directory, staging_path
 
@@ -63,6 +65,42 @@ def commit_checkpoint(staging: Path, rl_dir: str | Path, step: int, state: dict[
 
     run_mirror.push_checkpoint(final, step, keep)  # a run_dir in a bucket: committed there too
     return final
+
+
+def bucket_root(rl_dir: str | Path):
+    """Where a run_dir in a bucket keeps the stage's checkpoints (a `storage.Location`); None for
+    a local or shared run directory."""
+    from skinr1 import run_mirror
+
+    return run_mirror.remote_for(checkpoint_root(rl_dir))
+
+
+def commit_parts(rl_dir: str | Path, step: int, state: dict[str, Any], keep: int,
+                 save_parts: Callable[[str], list[dict[str, int] | None]]):
+    """Commit step `step` of a bucket run: `save_parts(prefix_uri)` has every learner rank upload
+    its part under a fresh staging prefix and returns their {file: size} manifests; the driver
+    uploads its state, then writes the marker (storage.finish_checkpoint) only when every part is
+    there. Returns the `storage.StoredCheckpoint`."""
+    from skinr1 import run_mirror, storage
+    from skinr1.checkpoint_parts import merge_parts
+
+    root = bucket_root(rl_dir)
+    target = storage.checkpoint_attempt(root, step)
+    parts = save_parts(target.uri)
+    text = json.dumps(state, indent=2)
+    storage.write_text(target.child(STATE_FILE), text)
+    files = merge_parts([*parts, {STATE_FILE: len(text.encode())}], writers=len(parts) + 1)
+    stored = storage.finish_checkpoint(target, step, files)
+    run_mirror.after_commit(checkpoint_root(rl_dir), stored, keep)
+    return stored
+
+
+def learner_source(checkpoint: Path) -> str:
+    """What learner ranks resume from: the bucket URI of a bucket run's committed checkpoint
+    (each rank downloads its part on its own node), else the checkpoint directory."""
+    from skinr1 import run_mirror
+
+    return run_mirror.committed_source(checkpoint) or str(checkpoint)
 
 
 def read_state(checkpoint: Path) -> dict[str, Any]:

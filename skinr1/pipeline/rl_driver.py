@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from rollout.sampling import RolloutRequest, RolloutResult
+from skinr1 import run_mirror
 from skinr1.pipeline import rl_checkpoint
 from skinr1.pipeline.rl_batch import Group, split_constant, step_size, stream_indices, train_samples
 from skinr1.pipeline.rl_health import check_scoring, reason_shares, reward_summary, rollout_stats, scoring_error_rate
@@ -64,7 +65,8 @@ class GRPODriver:
         if rl.mode != reward_config.mode:
             raise ValueError(f"rl.mode {rl.mode!r} differs from reward.mode {reward_config.mode!r}")
         self.taxonomy = default_taxonomy()
-        records = read_jsonl(manifest)
+        # A driver resuming a bucket run on a new node reads manifests naming the first driver's mirror.
+        records = [replace(r, image=run_mirror.local_path(r.image)) for r in read_jsonl(manifest)]
         # Unmapped ground truth is rejected here, when the batch is built, never at scoring time.
         self.records = [r for r in records if r.node_id is not None and r.node_id in self.taxonomy]
         self.rejected_records = len(records) - len(self.records)
@@ -74,7 +76,8 @@ class GRPODriver:
         if rl.validate_every:
             if not validation_manifest:
                 raise ValueError("rl.validate_every needs a validation manifest (data.valid)")
-            self.validation = [r for r in read_jsonl(validation_manifest) if r.node_id in self.taxonomy][: rl.validate_prompts]
+            self.validation = [replace(r, image=run_mirror.local_path(r.image)) for r in read_jsonl(validation_manifest)
+                               if r.node_id in self.taxonomy][: rl.validate_prompts]
             if not self.validation:
                 raise ValueError(f"{validation_manifest} has no record with a mapped label")
         self.distractors: dict[str, list[str]] = {}
@@ -101,6 +104,9 @@ class GRPODriver:
 
         rl, runtime = self.rl, self.runtime
         processor = runtime.policy.load_processor(self.policy_base)
+        # Actors may run on nodes that cannot see this driver's mirror of a bucket run: they get
+        # the starting point's bucket URIs and copy it once per node.
+        shipped_start = self.start_policy.map(run_mirror.shipped)
         self.tokenizer = processor.tokenizer
         self.budget = PromptBudget(processor, runtime.policy, runtime.max_model_len)
         started = time.perf_counter()
@@ -117,10 +123,10 @@ class GRPODriver:
         self.rewards = RewardPool(rl.num_reward_actors, self.reward_config, num_cpus_per_actor=REWARD_CPUS,
                                   placement_group=self.groups["rewards"])
         adapters = runtime.engine.enable_lora
-        self.pool = RolloutPool(self.start_policy.engine_model(adapters), runtime.engine, rl.rollout.num_workers, rl.rollout.resources,
+        self.pool = RolloutPool(shipped_start.engine_model(adapters), runtime.engine, rl.rollout.num_workers, rl.rollout.resources,
                                 placement_timeout_s=rl.rollout.placement_timeout_s,
                                 startup_timeout_s=rl.rollout.startup_timeout_s)
-        self.learners = LearnerGroup(self.start_policy, rl, self.seed, placement_group=self.groups["learners"],
+        self.learners = LearnerGroup(shipped_start, rl, self.seed, placement_group=self.groups["learners"],
                                      policy=runtime.policy)
         if self.validation:
             from skinr1.eval.runner import fitting_requests, held_out_requests
@@ -143,7 +149,9 @@ class GRPODriver:
         if checkpoint is None:
             return
         state = rl_checkpoint.read_state(checkpoint)
-        self.learners.load(str(checkpoint))
+        source = rl_checkpoint.learner_source(checkpoint)  # a bucket run: its committed checkpoint's URI
+        self.learners.load(source)
+        print(f"[rl] resuming from {source} (step {state['step']})")
         self.step, self.cursor, self.version = state["step"], state["cursor"], state["version"]
         self.curve = state.get("reward_curve", [])
         self.skipped_steps = state.get("skipped_steps", 0)
@@ -160,7 +168,7 @@ class GRPODriver:
             record = self.records[stream_indices(len(self.records), self.seed, self.cursor, 1)[0]]
             request = self._request(record, f"{self.cursor}:{record.record_id}")
             self.cursor += 1
-            if self.budget.fits(record.record_id, request.prompt, request.image):
+            if self.budget.fits(record.record_id, request.prompt, record.image):
                 requests.append(request)
                 misses = 0
             elif (misses := misses + 1) >= len(self.records):
@@ -176,16 +184,16 @@ class GRPODriver:
             self.distractors[record.source], include_system_prompt=self.include_system_prompt, seed=self.seed,
         )
         metadata = {"label": record.node_id, "options": [o.to_dict() for o in question.options], "record_id": record.record_id}
-        return RolloutRequest(prompt_id, question.prompt, record.image, metadata)
+        return RolloutRequest(prompt_id, question.prompt, run_mirror.shipped_image(record.image), metadata)
 
     def _probe(self) -> dict[str, Any]:
         """Score G fresh samples of the fixed probe images (same seed every time; nothing is trained)."""
         started = time.perf_counter()
         count = min(self.rl.probe_prompts, len(self.records))
         # Its own shuffle (seed + 1) of the manifest, fixed for the whole run.
-        requests = [self._request(self.records[i], f"probe:{self.records[i].record_id}")
-                    for i in stream_indices(len(self.records), self.seed + 1, 0, count)]
-        requests = [r for r in requests if self.budget.fits(r.metadata["record_id"], r.prompt, r.image)]
+        records = [self.records[i] for i in stream_indices(len(self.records), self.seed + 1, 0, count)]
+        requests = [(self._request(record, f"probe:{record.record_id}"), record.image) for record in records]
+        requests = [r for r, image in requests if self.budget.fits(r.metadata["record_id"], r.prompt, image)]
         results = self.pool.generate(requests, self.rl.sampling, seed=PROBE_SEED)
         _, scored = self._score(results, requests)
         summary = reward_summary(scored)
@@ -202,6 +210,7 @@ class GRPODriver:
         questions, requests = held_out_requests(self.tokenizer, self.validation, self.rl.mode, self.taxonomy,
                                                 self.include_system_prompt, self.seed)
         greedy = SamplingSettings(group_size=1, temperature=0.0, max_tokens=self.rl.sampling.max_tokens)
+        requests = [replace(r, image=run_mirror.shipped_image(r.image)) for r in requests]
         results = self.pool.generate(requests, greedy, seed=self.seed)
         texts = [result.samples[0].text for result in results]
         m = dataset_metrics(self.taxonomy, score_answers(self.validation, questions, texts, self.rl.mode, self.taxonomy, "valid"))
@@ -368,13 +377,17 @@ class GRPODriver:
         bar.close()
         return last
 
-    def save_checkpoint(self) -> Path:
-        staging = rl_checkpoint.staging_directory(self.rl_dir, self.step)
-        self.learners.save(str(staging))
+    def save_checkpoint(self) -> None:
         state = {"step": self.step, "cursor": self.data_cursor, "version": self.version, "seed": self.seed,
                  "rng": rl_checkpoint.rng_state(), "reward_curve": self.curve, "policy_base": self.policy_base,
                  "skipped_steps": self.skipped_steps, "model_settings": self.runtime.policy.to_dict()}
-        return rl_checkpoint.commit_checkpoint(staging, self.rl_dir, self.step, state, self.rl.keep_checkpoints)
+        if rl_checkpoint.bucket_root(self.rl_dir) is not None:
+            # A bucket run: each rank uploads its part from its own node; no node needs another's disk.
+            rl_checkpoint.commit_parts(self.rl_dir, self.step, state, self.rl.keep_checkpoints, self.learners.save)
+            return
+        staging = rl_checkpoint.staging_directory(self.rl_dir, self.step)
+        self.learners.save(str(staging))
+        rl_checkpoint.commit_checkpoint(staging, self.rl_dir, self.step, state, self.rl.keep_checkpoints)
 
     def shutdown(self) -> None:
         from skinr1.placement import release
