@@ -46,6 +46,14 @@ class Prefetch:
     """The data cursor before these requests were drawn."""
 
 
+def local_records(manifest):
+    """A manifest's records, their images on this node: a driver resuming a bucket run on a new
+    node reads manifests that name the first driver's mirror (`run_mirror.local_path`)."""
+    from skinr1.data.records import read_jsonl
+
+    return [replace(r, image=run_mirror.local_path(r.image)) for r in read_jsonl(manifest)]
+
+
 class GRPODriver:
     def __init__(self, runtime, reward_config, start, manifest: str, rl_dir: Path,
                  seed: int = 0, include_system_prompt: bool = True, validation_manifest: str | None = None):
@@ -53,7 +61,6 @@ class GRPODriver:
         the learner's `PolicySettings` and the rollout engines' `EngineSettings`. `start`: a
         `learner.policy_start.PolicyStart` (skinr1.pipeline.stages.rl_policy_start) or a model path."""
         from learner.policy_start import PolicyStart
-        from skinr1.data.records import read_jsonl
         from skinr1.taxonomy import default_taxonomy
 
         rl = runtime.rl
@@ -65,8 +72,7 @@ class GRPODriver:
         if rl.mode != reward_config.mode:
             raise ValueError(f"rl.mode {rl.mode!r} differs from reward.mode {reward_config.mode!r}")
         self.taxonomy = default_taxonomy()
-        # A driver resuming a bucket run on a new node reads manifests naming the first driver's mirror.
-        records = [replace(r, image=run_mirror.local_path(r.image)) for r in read_jsonl(manifest)]
+        records = local_records(manifest)
         # Unmapped ground truth is rejected here, when the batch is built, never at scoring time.
         self.records = [r for r in records if r.node_id is not None and r.node_id in self.taxonomy]
         self.rejected_records = len(records) - len(self.records)
@@ -76,8 +82,7 @@ class GRPODriver:
         if rl.validate_every:
             if not validation_manifest:
                 raise ValueError("rl.validate_every needs a validation manifest (data.valid)")
-            self.validation = [replace(r, image=run_mirror.local_path(r.image)) for r in read_jsonl(validation_manifest)
-                               if r.node_id in self.taxonomy][: rl.validate_prompts]
+            self.validation = [r for r in local_records(validation_manifest) if r.node_id in self.taxonomy][: rl.validate_prompts]
             if not self.validation:
                 raise ValueError(f"{validation_manifest} has no record with a mapped label")
         self.distractors: dict[str, list[str]] = {}
