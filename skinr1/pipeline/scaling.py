@@ -69,12 +69,17 @@ class ScaleControl:
 
 
 def start_control(job_id: str, min_workers: int, max_workers: int):
-    """The job's control actor (it lives as long as the driver: no detached leftovers)."""
-    import ray
+    """The job's control actor (it lives as long as the driver: no detached leftovers).
 
-    return ray.remote(ScaleControl).options(name=control_name(job_id), namespace=NAMESPACE, num_cpus=0).remote(
-        min_workers, max_workers
-    )
+    It is pinned to the driver's node: it holds the driver's state, and on a multi-node cluster it
+    must not take a worker process (and a log) on a node that runs rollout or learner work.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    driver_node = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(ScaleControl).options(name=control_name(job_id), namespace=NAMESPACE, num_cpus=0,
+                                            scheduling_strategy=driver_node).remote(min_workers, max_workers)
 
 
 def request_scale(job_id: str, workers: int) -> dict[str, Any]:
