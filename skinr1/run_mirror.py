@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from skinr1 import storage
@@ -198,3 +199,11 @@ def committed_source(checkpoint: Path) -> str | None:
         raise FileNotFoundError(f"{checkpoint} has no committed copy under {remote.uri}: the bucket, not "
                                 "the mirror, holds a bucket run's checkpoints")
     return found[-1].location.uri
+
+
+def local_records(manifest):
+    """A manifest's records, their images on this node: a driver resuming a bucket run on a new
+    node reads manifests that name the first driver's mirror (`local_path`)."""
+    from skinr1.data.records import read_jsonl
+
+    return [replace(r, image=local_path(r.image)) for r in read_jsonl(manifest)]

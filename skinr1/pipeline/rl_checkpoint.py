@@ -130,3 +130,18 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+
+
+def write_final_policy(checkpoint: Path, rl_dir: Path) -> Path:
+    """Copy the last checkpoint's policy to `<rl_dir>/final` atomically."""
+    import shutil
+
+    from skinr1.atomic import atomic_directory
+
+    final = rl_dir / "final"
+    with atomic_directory(final) as staging:
+        shutil.copytree(checkpoint / "policy", staging, dirs_exist_ok=True)
+        state = read_state(checkpoint)
+        meta = {"rl_steps": state["step"], "base_model": state["policy_base"], "model_settings": state.get("model_settings")}
+        (staging / "skinr1_policy.json").write_text(json.dumps(meta, indent=2))
+    return final

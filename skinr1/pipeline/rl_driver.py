@@ -9,7 +9,6 @@ order. Between steps the rollout pool follows its elastic target (`skinr1.pipeli
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -46,14 +45,6 @@ class Prefetch:
     """The data cursor before these requests were drawn."""
 
 
-def local_records(manifest):
-    """A manifest's records, their images on this node: a driver resuming a bucket run on a new
-    node reads manifests that name the first driver's mirror (`run_mirror.local_path`)."""
-    from skinr1.data.records import read_jsonl
-
-    return [replace(r, image=run_mirror.local_path(r.image)) for r in read_jsonl(manifest)]
-
-
 class GRPODriver:
     def __init__(self, runtime, reward_config, start, manifest: str, rl_dir: Path,
                  seed: int = 0, include_system_prompt: bool = True, validation_manifest: str | None = None):
@@ -72,7 +63,7 @@ class GRPODriver:
         if rl.mode != reward_config.mode:
             raise ValueError(f"rl.mode {rl.mode!r} differs from reward.mode {reward_config.mode!r}")
         self.taxonomy = default_taxonomy()
-        records = local_records(manifest)
+        records = run_mirror.local_records(manifest)
         # Unmapped ground truth is rejected here, when the batch is built, never at scoring time.
         self.records = [r for r in records if r.node_id is not None and r.node_id in self.taxonomy]
         self.rejected_records = len(records) - len(self.records)
@@ -82,7 +73,7 @@ class GRPODriver:
         if rl.validate_every:
             if not validation_manifest:
                 raise ValueError("rl.validate_every needs a validation manifest (data.valid)")
-            self.validation = [r for r in local_records(validation_manifest) if r.node_id in self.taxonomy][: rl.validate_prompts]
+            self.validation = [r for r in run_mirror.local_records(validation_manifest) if r.node_id in self.taxonomy][: rl.validate_prompts]
             if not self.validation:
                 raise ValueError(f"{validation_manifest} has no record with a mapped label")
         self.distractors: dict[str, list[str]] = {}
@@ -330,7 +321,8 @@ class GRPODriver:
             tick = time.perf_counter()
             sync = self.sync.push(self.version)
             timings["sync_s"] = time.perf_counter() - tick
-            metrics["sync_bytes"] = sync["bytes"]
+            # Export (merge, gather, write) against push (transfer and engine reload): where a slow sync goes.
+            metrics.update(sync_bytes=sync["bytes"], sync_export_s=sync["export_s"], sync_push_s=sync["push_s"])
         else:
             # Every group had equal rewards even after refilling: nothing to learn from, no update.
             self.skipped_steps += 1
@@ -408,18 +400,3 @@ class GRPODriver:
         for group in self.groups.values():
             release(group)
         self.groups = {}
-
-
-def write_final_policy(checkpoint: Path, rl_dir: Path) -> Path:
-    """Copy the last checkpoint's policy to `<rl_dir>/final` atomically."""
-    import shutil
-
-    from skinr1.atomic import atomic_directory
-
-    final = rl_dir / "final"
-    with atomic_directory(final) as staging:
-        shutil.copytree(checkpoint / "policy", staging, dirs_exist_ok=True)
-        state = rl_checkpoint.read_state(checkpoint)
-        meta = {"rl_steps": state["step"], "base_model": state["policy_base"], "model_settings": state.get("model_settings")}
-        (staging / "skinr1_policy.json").write_text(json.dumps(meta, indent=2))
-    return final

@@ -289,8 +289,8 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
     """Hierarchical GRPO; resumes from the run's last checkpoint; returns the final policy dir."""
     from skinr1.config.derive import rl_settings
     from skinr1.metrics import MetricsLogger
-    from skinr1.pipeline.rl_checkpoint import latest_checkpoint
-    from skinr1.pipeline.rl_driver import GRPODriver, write_final_policy
+    from skinr1.pipeline.rl_checkpoint import latest_checkpoint, write_final_policy
+    from skinr1.pipeline.rl_driver import GRPODriver
     from skinr1.trackers import open_stage_trackers
 
     rl_dir = config.rl_dir
