@@ -220,8 +220,9 @@ class LearnerRank:
         directory (LoRA) or one safetensors file per weight bucket (full). Collective under ZeRO-3."""
         import ray
 
-        from learner.shared_store import SharedVersionStore, size_of, write_weight_buckets
+        from learner.shared_store import SharedVersionStore, size_of
         from learner.weight_sync import bucket_named_tensors
+        from rollout.weight_update import write_weight_buckets
 
         with self._gathered(full_weights=self.config.syncs_full_weights):
             if self.rank != 0:

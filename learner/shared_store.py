@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-SHARED_MEMORY_ROOT = Path("/dev/shm")
+from rollout.weight_update import SHARED_MEMORY as SHARED_MEMORY_ROOT
+
 KEEP_VERSIONS = 2
 
 
@@ -73,15 +74,3 @@ class SharedVersionStore:
 
 def size_of(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
-
-
-def write_weight_buckets(directory: Path, buckets: list[list[tuple[str, Any]]]) -> list[str]:
-    """One safetensors file per bucket, in order; returns the file names (in load order)."""
-    from safetensors.torch import save_file
-
-    paths = []
-    for index, bucket in enumerate(buckets):
-        path = directory / f"bucket-{index:05d}.safetensors"
-        save_file({name: tensor.contiguous() for name, tensor in bucket}, str(path))
-        paths.append(path.name)
-    return paths

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learner.shared_store import SharedVersionStore, require_shared_memory, size_of, store_name, write_weight_buckets
+from learner.shared_store import SharedVersionStore, require_shared_memory, size_of, store_name
+from rollout.weight_update import write_weight_buckets
 from learner.weight_sync import bucket_named_tensors, make_sync
 
 
