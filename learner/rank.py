@@ -259,6 +259,17 @@ class LearnerRank:
                 return None
             return bucket_named_tensors(self._cpu_weights(), bucket_bytes)
 
+    def publish_weight_buckets(self, bucket_bytes: int) -> dict[str, Any] | None:
+        """`export_weight_buckets` put into the object store by rank 0 (others None): {"buckets": ref,
+        "bytes": payload}. The driver passes the reference on to the rollout actors without fetching
+        the weights itself (a copy in and a copy out of the driver saved)."""
+        import ray
+
+        buckets = self.export_weight_buckets(bucket_bytes)
+        if buckets is None:
+            return None
+        return {"buckets": ray.put(buckets), "bytes": sum(t.numel() * t.element_size() for bucket in buckets for _, t in bucket)}
+
     def _cpu_weights(self):
         """(checkpoint name, contiguous CPU tensor) of the policy's full weights, a LoRA adapter
         merged in, lazily (call inside `_gathered`)."""

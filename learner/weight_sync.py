@@ -87,10 +87,10 @@ class ObjectStoreSync:
             reports = self.pool.push_adapter(version, files)
             payload = sum(len(v) for v in files.values())
         else:
-            buckets = self.learners.export_weight_buckets(self.bucket_bytes)
+            published = self.learners.publish_weight_buckets(self.bucket_bytes)
             exported = time.perf_counter()
-            reports = self.pool.push_weights(version, buckets)
-            payload = sum(t.numel() * t.element_size() for bucket in buckets for _, t in bucket)
+            reports = self.pool.push_weights(version, published["buckets"])
+            payload = published["bytes"]
         return sync_report(version, started, exported, payload, reports)
 
     def close(self) -> None:

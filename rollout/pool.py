@@ -314,11 +314,13 @@ class RolloutPool:
         self.policy = PolicyState(version=version, adapter_files=ray.put(files))
         return self._broadcast(lambda actor: actor.load_adapter.remote(version, self.policy.adapter_files))
 
-    def push_weights(self, version: int, buckets: list) -> list[dict]:
-        """Send full weights, bucketed: one remote call per actor carrying all bucket refs."""
+    def push_weights(self, version: int, buckets) -> list[dict]:
+        """Send full weights, bucketed (a list, or the object-store reference of one a learner put
+        there): one remote call per actor; the object store holds one copy shared by all."""
         import ray
 
-        self.policy = PolicyState(version=version, weight_buckets=ray.put(buckets))
+        ref = buckets if isinstance(buckets, ray.ObjectRef) else ray.put(buckets)
+        self.policy = PolicyState(version=version, weight_buckets=ref)
         return self._broadcast(lambda actor: actor.load_weights.remote(version, self.policy.weight_buckets))
 
     def push_shared(self, version: int, shared: dict[str, Any]) -> list[dict]:
