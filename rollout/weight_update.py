@@ -104,8 +104,9 @@ def apply_weight_buckets(llm, buckets: list[list[tuple[str, Any]]]) -> int:
 
     The engine's workers run in processes of their own on this node: each bucket reaches them as a
     safetensors file staged in the node's shared memory (or its temp directory where there is
-    none), and only the path crosses the RPC. Sending the bytes through vLLM's RPC serializer
-    copied them four times (`benchmarks/bench_vs_trl.py --sizes medium`: 3.0 s a sync, see README).
+    none), and only the path crosses the RPC. Bytes sent through vLLM's RPC serializer were copied
+    several times more: at the medium size of `benchmarks/bench_vs_trl.py` a push took 3.0-3.3 s that
+    way and 1.6-2.4 s this way (README, Benchmarks).
     """
     root = SHARED_MEMORY if SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="skinr1-reload-", dir=root) as staging:
