@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rollout.weight_update import SHARED_MEMORY as SHARED_MEMORY_ROOT
+from rollout.weight_update import shared_memory_available
 
 KEEP_VERSIONS = 2
 
@@ -25,7 +26,7 @@ def store_name(run_key: str) -> str:
 
 
 def require_shared_memory(root: Path = SHARED_MEMORY_ROOT) -> None:
-    if not (root.is_dir() and os.access(root, os.W_OK)):
+    if not shared_memory_available(root):
         raise RuntimeError(
             f"rl.sync_backend=shared_memory needs a writable {root} (Linux shared memory) on the learner's node; "
             "use rl.sync_backend=object_store here"

@@ -21,6 +21,10 @@ SHARED_MEMORY = Path("/dev/shm")
 """Where a rollout actor stages weight buckets for its engine's processes (RAM-backed on Linux)."""
 
 
+def shared_memory_available(root: Path = SHARED_MEMORY) -> bool:
+    return root.is_dir() and os.access(root, os.W_OK)
+
+
 PARTIAL_RELOAD_MESSAGES = ("Failed to load weights", "Following weights were not loaded")
 """vLLM's warnings for layers a reload call did not cover: every bucket but a whole-model one."""
 RELOAD_LOGGERS = ("vllm.model_executor.model_loader.reload.layerwise", "vllm.model_executor.model_loader.reload.inplace")
@@ -108,7 +112,7 @@ def apply_weight_buckets(llm, buckets: list[list[tuple[str, Any]]]) -> int:
     several times more: at the medium size of `benchmarks/bench_vs_trl.py` a push took 3.0-3.3 s that
     way and 1.6-2.4 s this way (README, Benchmarks).
     """
-    root = SHARED_MEMORY if SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK) else None
+    root = SHARED_MEMORY if shared_memory_available() else None
     with tempfile.TemporaryDirectory(prefix="skinr1-reload-", dir=root) as staging:
         names = write_weight_buckets(Path(staging), buckets)
         return apply_weight_files(llm, [str(Path(staging) / name) for name in names])
