@@ -24,9 +24,11 @@ def split_for_ranks(samples: list[TrainSample], ranks: int) -> list[list[TrainSa
 
 
 class LearnerGroup:
-    def __init__(self, start, config: GRPOConfig, seed: int, placement_group=None, policy=None):
+    def __init__(self, start, config: GRPOConfig, seed: int, placement_group=None, policy=None, wait: bool = True):
         """`start`: a `learner.policy_start.PolicyStart` or a model path; `policy`: the ranks'
-        `PolicySettings` (dtype, pixel bounds; skinr1.config.derive.rl_settings)."""
+        `PolicySettings` (dtype, pixel bounds; skinr1.config.derive.rl_settings). With
+        `wait=False` the ranks start in the background (the GRPO driver starts its rollout engines
+        meanwhile) and `wait_ready` must be called before anything else."""
         import ray
 
         from learner.rank import LearnerRank
@@ -44,9 +46,19 @@ class LearnerGroup:
             if placement_group is not None:  # bundle i holds rank i
                 options["scheduling_strategy"] = strategy(placement_group, rank)
             self.ranks.append(remote.options(**options).remote(rank, world, start, config, seed, policy))
-        # Every rank reaches rank 0's node, wherever the placement group put it.
-        address, port = ray.get(self.ranks[0].rendezvous.remote())
-        ray.get([r.setup.remote(address, port) for r in self.ranks])  # surfaces start-up errors here
+        # Every rank reaches rank 0's node, wherever the placement group put it: Ray hands rank 0's
+        # endpoint to every rank's setup once it is known, without a round trip through the driver.
+        endpoint = self.ranks[0].rendezvous.remote()
+        self._setups = [r.setup.remote(endpoint) for r in self.ranks]
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Block until every rank has joined the group and built its engine; raises a rank's
+        start-up error."""
+        import ray
+
+        ray.get(self._setups)
 
     def train_step(self, samples: list[TrainSample], step_size: float) -> dict[str, float]:
         import ray

@@ -62,8 +62,9 @@ class LearnerRank:
         address = ray.util.get_node_ip_address()
         return address, free_port(address)
 
-    def setup(self, address: str, port: int) -> None:
-        """Join the process group and build the DeepSpeed engine (all ranks call this together)."""
+    def setup(self, endpoint: tuple[str, int]) -> None:
+        """Join the process group at rank 0's (address, port) and build the DeepSpeed engine (all
+        ranks call this together)."""
         import warnings
 
         import torch
@@ -74,7 +75,7 @@ class LearnerRank:
         require_accelerator(learner.use_gpu, f"learner rank {self.rank}")
         if learner.use_gpu:
             torch.cuda.set_device(0)  # Ray exposes one GPU per rank as device 0
-        init_process_group(self.rank, self.world, address, port, learner.use_gpu)
+        init_process_group(self.rank, self.world, *endpoint, learner.use_gpu)
         torch.manual_seed(self.seed)
         from skinr1.storage import cached_model
 

@@ -132,9 +132,24 @@ class RolloutWorker:
         self.version = version
         return {"actor": self.name, "version": version, "tensors": count, "seconds": time.perf_counter() - started}
 
+    def load_checkpoint(self, version: int, model_dir: str) -> dict[str, Any]:
+        """Serve another full-weight checkpoint of the engine's architecture (evaluation of several
+        checkpoints on one engine): its weights reloaded in place."""
+        started = time.perf_counter()
+        from rollout.weight_update import apply_checkpoint
+
+        count = apply_checkpoint(self.llm, model_dir)
+        self.version = version
+        return {"actor": self.name, "version": version, "tensors": count, "seconds": time.perf_counter() - started}
+
     # ----------------------------------------------------------------- health
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "pid": os.getpid()}
 
     def shutdown(self) -> None:
+        """Stop the engine's processes now, not whenever the garbage collector reaches them (the
+        next engine of an evaluation would start beside them), and remove the staged adapters."""
+        engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None:
+            engine_core.shutdown()
         shutil.rmtree(self.adapter_root, ignore_errors=True)

@@ -147,6 +147,9 @@ def build_llm(model: str, settings: EngineSettings | None = None):
     """Start a `vllm.LLM` for `model` (a local checkpoint directory or hub id)."""
     settings = settings or EngineSettings()
     prepare_engine_process(settings)
-    from vllm import LLM
+    from skinr1.logs import child_output_to_log
 
-    return LLM(**engine_kwargs(model, settings))
+    with child_output_to_log("vllm-engines"):  # the engine-core process keeps these descriptors
+        from vllm import LLM
+
+        return LLM(**engine_kwargs(model, settings))

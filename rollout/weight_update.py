@@ -126,6 +126,23 @@ def apply_weight_files(llm, paths: list[str]) -> int:
     return total
 
 
+def apply_checkpoint(llm, model_dir: str | Path) -> int:
+    """Reload every weight of `llm` from a checkpoint directory's safetensors files (same model
+    config as the engine's). A single file is handed over as it is; the shards of a larger
+    checkpoint may split a layer between them, so their tensors are regrouped into layer-whole
+    buckets first. Returns tensors loaded; raises WeightsNotLoadedError if the checkpoint lacks any."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no safetensors weights in {model_dir}")
+    if len(files) == 1:
+        return apply_weight_files(llm, [str(files[0])])
+    from safetensors.torch import load_file
+
+    from learner.weight_sync import bucket_named_tensors
+
+    return apply_weight_buckets(llm, bucket_named_tensors(item for path in files for item in load_file(path).items()))
+
+
 def _finish_sync(llm) -> None:
     """Raise WeightsNotLoadedError when a worker kept weights the sync did not carry."""
     missing = sorted({name for names in llm.collective_rpc("skinr1_end_sync") for name in names})

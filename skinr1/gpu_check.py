@@ -121,7 +121,7 @@ def run_grpo_steps(model: str, image: str, policy, device: str, steps: int = 2) 
                               lora=LoraSettings(rank=8, alpha=16, dropout=0.0)),
     )
     rank = LearnerRank(0, 1, model, config, seed=0, policy=policy)
-    rank.setup("127.0.0.1", free_port())
+    rank.setup(("127.0.0.1", free_port()))
     try:
         _check_module(rank.engine.module, device, policy.dtype, "GRPO model")
         tokenizer = rank.processor.tokenizer

@@ -7,11 +7,14 @@ errors on screen; every vLLM process logs to <run_dir>/logs/vllm.log (`vllm_logg
 Ray worker process of the run runs `worker_process_setup` (a Ray `worker_process_setup_hook`): its
 standard output and error go to <run_dir>/logs/worker-<pid>.log, and only this project's warnings
 and anyone's errors still reach the original standard error, which Ray relays to the driver's screen.
+An engine started in the driver itself (evaluation) has its engine-core process's output sent to
+<run_dir>/logs/vllm-engines.log (`child_output_to_log`).
 Tracebacks of failed tasks reach the driver through Ray's exceptions, so nothing is lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +31,8 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 VLLM_CONFIG_ENV = "VLLM_LOGGING_CONFIG_PATH"
 NO_FRAMEWORK_BARS = ("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 """transformers' and the hub's own bars (weight loading, shard writing): the stages draw theirs."""
+_driver_log_dir: Path | None = None
+"""Where `route_driver_logs` sends this process's records (None: it was not called here)."""
 
 
 def vllm_logging_config(log_dir: Path) -> Path:
@@ -77,12 +82,45 @@ def route_driver_logs(log_dir: str | Path) -> Path:
     os.environ.setdefault(VLLM_CONFIG_ENV, str(vllm_logging_config(log_dir)))
     os.environ.setdefault(*NO_FRAMEWORK_BARS)
     path = log_dir / "driver.log"
+    global _driver_log_dir
+    _driver_log_dir = log_dir
     root = logging.getLogger()
     if not any(getattr(h, "skinr1", False) for h in root.handlers):
         root.setLevel(logging.INFO)
         _install(root, logging.FileHandler(path, encoding="utf-8"), logging.INFO)
         _install(root, logging.StreamHandler(sys.stderr), logging.WARNING)
     return path
+
+
+@contextlib.contextmanager
+def child_output_to_log(name: str):
+    """Processes started inside the block write their standard output and error to
+    <driver log dir>/<name>.log, not the screen. For vLLM's engine-core process when an engine runs
+    in the driver (evaluation, benchmarks): it prints Triton, NUMA-binding and deprecation notes at
+    start-up, outside the logging config. A Ray worker's descriptors already lead to its log file, and
+    a driver without `route_driver_logs` keeps its screen: there the block changes nothing. While the
+    block runs, the driver's own output goes to that file too (an engine start: no progress to show);
+    an exception leaving the block reaches the screen as usual."""
+    if _driver_log_dir is None:
+        yield
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(_driver_log_dir / f"{name}.log", "a", encoding="utf-8") as log_file:
+            os.dup2(log_file.fileno(), 1)
+            os.dup2(log_file.fileno(), 2)
+            try:
+                yield
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    stream.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for descriptor in saved:
+            os.close(descriptor)
 
 
 def worker_log_dir(environ: dict[str, str]) -> Path | None:

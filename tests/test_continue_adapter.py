@@ -81,7 +81,7 @@ def test_continued_adapter_starts_at_the_sft_policy_and_trains(tiny_model_dir, s
     Image.new("RGB", (64, 64), (25, 25, 80)).save(image)
     start = PolicyStart(base=str(tiny_model_dir), adapter=str(adapter), reference=str(merged))
     rank = LearnerRank(0, 1, start, _config(), seed=0)
-    rank.setup("127.0.0.1", free_port())
+    rank.setup(("127.0.0.1", free_port()))
     try:
         samples = _samples(rank, str(image))
         rank.engine.module.eval()

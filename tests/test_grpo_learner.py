@@ -39,7 +39,7 @@ def learner_scene(model_dir, tmp_path, config: GRPOConfig):
     image = tmp_path / "lesion.png"
     Image.new("RGB", (64, 64), (25, 25, 80)).save(image)
     rank = LearnerRank(0, 1, str(model_dir), config, seed=0)
-    rank.setup("127.0.0.1", free_port())
+    rank.setup(("127.0.0.1", free_port()))
     try:
         tokenizer = rank.processor.tokenizer
         prompt = tokenizer.apply_chat_template(

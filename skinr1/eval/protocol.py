@@ -142,7 +142,8 @@ def question_overview(table: QuestionTable) -> dict[str, dict[str, dict[str, Any
 # ------------------------------------------------------------------------------- running
 def evaluate_protocol(checkpoints: dict[str, str], manifests: list[str], settings: EvalSettings) -> dict[str, Any]:
     """Run the five evaluations for every checkpoint on every manifest; returns the report dict."""
-    from skinr1.eval.runner import load_manifest_records, served_checkpoints
+    from skinr1.eval.engines import served_checkpoints
+    from skinr1.eval.runner import load_manifest_records
     from skinr1.taxonomy import default_taxonomy
 
     taxonomy = default_taxonomy()

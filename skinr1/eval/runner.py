@@ -1,7 +1,6 @@
 """Batched greedy vLLM inference over held-out manifests, scored with the shared answer parser.
 
-Checkpoints that share a base model (the base itself and LoRA adapters trained on it) are served by
-one engine, switching adapters per checkpoint: one engine start instead of one per checkpoint.
+Which engine serves which checkpoint (as few engine starts as possible): `skinr1.eval.engines`.
 The engine's settings (dtype, pixel bounds, context length) come from the run config through
 `skinr1.config.derive.eval_settings`, the same as the rollout engines'. A prompt that cannot fit the
 context is skipped and listed in the report (`skipped_prompts`), never sent to vLLM.
@@ -9,10 +8,7 @@ context is skipped and listed in the report (`skipped_prompts`), never sent to v
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import tempfile
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,15 +40,6 @@ class EvalSettings:
     on GPUs serving adapters saves the merge. Scores are the same policy either way."""
 
 
-def checkpoint_base(path: str) -> tuple[str, str | None]:
-    """(base model, adapter dir or None) of a checkpoint directory or hub id."""
-    from learner.export import adapter_base, is_adapter
-
-    if Path(path).is_dir() and is_adapter(path):
-        return adapter_base(path), str(Path(path).resolve())
-    return path, None
-
-
 def load_manifest_records(path: str | Path, limit: int = 0):
     from skinr1.data.records import read_jsonl
 
@@ -64,6 +51,7 @@ def evaluate_checkpoints(checkpoints: dict[str, str], manifests: list[str], sett
                          scratch: str | Path | None = None) -> dict[str, Any]:
     """Run every checkpoint on every manifest; returns the report dict (see `write_report`).
     `scratch`: where merged adapters are written while evaluated (default: the system's temp dir)."""
+    from skinr1.eval.engines import served_checkpoints
     from skinr1.taxonomy import default_taxonomy
 
     taxonomy = default_taxonomy()
@@ -83,54 +71,6 @@ def evaluate_checkpoints(checkpoints: dict[str, str], manifests: list[str], sett
         }
     report["checkpoints"] = {name: report["checkpoints"][name] for name in checkpoints}  # as asked, not as served
     return report
-
-
-def served_checkpoints(checkpoints: dict[str, str], settings: EvalSettings, scratch: str | Path | None = None):
-    """(base model, checkpoint name, worker serving it) for every checkpoint: one engine per base
-    model (the base itself and the LoRA adapters trained on it), the adapter switched per checkpoint,
-    so N checkpoints of one base cost one engine start. Engines shut down as their base is done.
-    With `settings.merge_adapters` each adapter is merged into its base under `scratch` first (and
-    deleted after) and served as a model of its own."""
-    by_base: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
-    to_merge: list[tuple[str, str]] = []
-    for name, path in checkpoints.items():
-        base, adapter = checkpoint_base(path)
-        if adapter and settings.merge_adapters:
-            to_merge.append((name, adapter))
-        else:
-            by_base[base].append((name, adapter))
-    yield from _serve_by_base(by_base, settings)
-    for name, adapter in to_merge:  # one merged copy on disk at a time
-        with tempfile.TemporaryDirectory(prefix="skinr1-eval-", dir=scratch) as merged_dir:
-            merged = str(merged_copy(adapter, Path(merged_dir) / "model", settings.engine))
-            yield from _serve_by_base({merged: [(name, None)]}, settings)
-
-
-def merged_copy(adapter: str, out_dir: Path, engine: EngineSettings) -> Path:
-    """The adapter folded into its base, in the engine's dtype (float32 when "auto")."""
-    from learner.export import merge_adapter
-
-    images = engine.images()
-    policy = dataclasses.replace(images, dtype=engine.dtype) if engine.dtype != "auto" else images
-    return merge_adapter(adapter, out_dir, policy=policy)
-
-
-def _serve_by_base(by_base: dict[str, list[tuple[str, str | None]]], settings: EvalSettings):
-    for base, members in by_base.items():
-        worker = eval_engine(base, settings, any(adapter for _, adapter in members))
-        try:
-            for version, (name, adapter) in enumerate(members, start=1):
-                worker.use_adapter(version, adapter)
-                yield base, name, worker
-        finally:
-            worker.shutdown()
-            del worker
-
-
-def eval_engine(base: str, settings: EvalSettings, lora: bool):
-    from rollout.actor import RolloutWorker
-
-    return RolloutWorker("eval", base, dataclasses.replace(settings.engine, enable_lora=lora))
 
 
 def _prompt_budget(base: str, engine: EngineSettings):

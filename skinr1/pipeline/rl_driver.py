@@ -119,11 +119,13 @@ class GRPODriver:
         self.rewards = RewardPool(rl.num_reward_actors, self.reward_config, num_cpus_per_actor=REWARD_CPUS,
                                   placement_group=self.groups["rewards"])
         adapters = runtime.engine.enable_lora
+        # The learner ranks load the policy and build DeepSpeed while the rollout engines start.
+        self.learners = LearnerGroup(shipped_start, rl, self.seed, placement_group=self.groups["learners"],
+                                     policy=runtime.policy, wait=False)
         self.pool = RolloutPool(shipped_start.engine_model(adapters), runtime.engine, rl.rollout.num_workers, rl.rollout.resources,
                                 placement_timeout_s=rl.rollout.placement_timeout_s,
                                 startup_timeout_s=rl.rollout.startup_timeout_s)
-        self.learners = LearnerGroup(shipped_start, rl, self.seed, placement_group=self.groups["learners"],
-                                     policy=runtime.policy)
+        self.learners.wait_ready()
         if self.validation:
             from skinr1.eval.runner import fitting_requests, held_out_requests
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from learner.export import ADAPTER_CONFIG
 from learner.sft import POLICY_META
-from skinr1.eval.runner import checkpoint_base
+from skinr1.eval.engines import checkpoint_base
 from skinr1.models.loading import resolve_model_source
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
