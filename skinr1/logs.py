@@ -59,6 +59,23 @@ OWN_LOGGERS = ("skinr1", "learner", "rollout", "rewards", "__main__")
 Triton or chunked prefill, DeepSpeed's on the accelerator) go to the log files; their errors show."""
 
 
+SELF_PRINTING_LOGGERS = ("DeepSpeed",)
+"""Frameworks' loggers with a screen handler of their own that do not propagate to the root logger
+(DeepSpeed prints "Setting accelerator to CPU" on import). A filter on the logger itself, set
+before the framework is imported and kept by it, sends their records to driver.log and lets only
+errors through to that handler."""
+
+
+class _IntoLogFile(logging.Filter):
+    def __init__(self, handler: logging.Handler) -> None:
+        super().__init__()
+        self.handler = handler
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.handler.handle(record)
+        return record.levelno >= logging.ERROR
+
+
 class _ScreenFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.ERROR or record.name.split(".")[0] in OWN_LOGGERS
@@ -87,8 +104,11 @@ def route_driver_logs(log_dir: str | Path) -> Path:
     root = logging.getLogger()
     if not any(getattr(h, "skinr1", False) for h in root.handlers):
         root.setLevel(logging.INFO)
-        _install(root, logging.FileHandler(path, encoding="utf-8"), logging.INFO)
+        log_file = logging.FileHandler(path, encoding="utf-8")
+        _install(root, log_file, logging.INFO)
         _install(root, logging.StreamHandler(sys.stderr), logging.WARNING)
+        for name in SELF_PRINTING_LOGGERS:
+            logging.getLogger(name).addFilter(_IntoLogFile(log_file))
     return path
 
 

@@ -80,6 +80,20 @@ def test_driver_records_go_to_driver_log_and_warnings_to_the_screen(tmp_path):
     assert "a warning that matters" in done.stderr and "engine started" not in done.stderr
 
 
+def test_deepspeeds_own_screen_handler_is_routed_to_the_driver_log(tmp_path):
+    """DeepSpeed's logger prints to stdout through a handler of its own and does not propagate: its
+    notes ("Setting accelerator to CPU") go to driver.log, its errors still reach the screen."""
+    code = (f"from skinr1.logs import route_driver_logs; route_driver_logs({str(tmp_path)!r})\n"
+            "from deepspeed.utils import logger\n"
+            "logger.warning('a deepspeed note'); logger.error('a deepspeed error')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "driver.log").read_text()
+    assert "a deepspeed note" in text and "a deepspeed error" in text
+    screen = done.stdout + done.stderr
+    assert "a deepspeed note" not in screen and "Setting accelerator" not in screen and "a deepspeed error" in screen
+
+
 def test_a_process_the_driver_starts_writes_into_the_run_log_and_the_screen_comes_back(tmp_path):
     """An engine started in the driver (evaluation) spawns vLLM's engine-core process, which prints
     start-up notes outside any logging config: they go to a log file, the driver's own lines after
