@@ -45,8 +45,6 @@ sys.path.insert(0, str(HERE))
 SYSTEMS = ("skinr1", "trl-hf", "trl-vllm", "trl-vllm-patched", "floor")
 
 UNEQUAL = (
-    "process layout: SkinR1 runs its demo layout on Ray (2 vLLM actors + 2 DeepSpeed ZeRO-2 ranks of micro-batch 4, "
-    "a reward actor); TRL and the floor run in one process (micro-batch 4, gradient accumulation to one update)",
     "image order: SkinR1 draws its seeded stream of the RL set; TRL and the floor take the same set in manifest order",
     "sampling seeds differ, so completions and their lengths differ: compare tokens/s as well as samples/s",
     "TRL vLLM modes score old log-probs in an extra forward pass for their importance-sampling correction "
@@ -65,6 +63,15 @@ UNEQUAL = (
     "peak RSS is summed over each system's process tree (shared pages count once per process: Ray and vLLM "
     "processes share libraries)",
 )
+
+
+def settings_not_equal(args) -> list[str]:
+    """What could not be made equal, the process layout first (as this invocation set it)."""
+    extra = f"; {' '.join(args.skinr1_set)}" if args.skinr1_set else ""
+    layout = (f"process layout: SkinR1 runs on Ray ({args.rollout_workers} vLLM rollout actor(s) + {args.learner_ranks} "
+              f"DeepSpeed ZeRO-2 rank(s) of micro-batch {args.micro_batch}, a reward actor{extra}); TRL and the floor run "
+              f"in one process (micro-batch {args.micro_batch}, gradient accumulation to one update)")
+    return [layout, *UNEQUAL]
 
 
 class TreeMemory:
@@ -239,7 +246,7 @@ def main(argv=None) -> int:
         except ImportError:
             sys.exit('TRL is not installed: pip install -e ".[bench]" (or leave the trl-* systems out of --systems)')
     args.work.mkdir(parents=True, exist_ok=True)
-    report = {"machine": machine(), "settings_not_equal": list(UNEQUAL), "sizes": {}}
+    report = {"machine": machine(), "settings_not_equal": settings_not_equal(args), "sizes": {}}
     print(f"machine: {report['machine']}", flush=True)
     for size in args.sizes:
         out_dir = args.work / size
@@ -265,7 +272,7 @@ def main(argv=None) -> int:
                                  "summaries": summaries, "ratios": ratios(summaries)}
         print("\n" + table(size, summaries), flush=True)
     print("\nSettings that could not be made equal:")
-    for line in UNEQUAL:
+    for line in report["settings_not_equal"]:
         print(f"- {line}")
     (args.work / "report.json").write_text(json.dumps(report, indent=1))
     print(f"\nfull report: {args.work / 'report.json'}")
