@@ -136,11 +136,19 @@ def apply_checkpoint(llm, model_dir: str | Path) -> int:
         raise FileNotFoundError(f"no safetensors weights in {model_dir}")
     if len(files) == 1:
         return apply_weight_files(llm, [str(files[0])])
+    return apply_weight_buckets(llm, layer_whole_buckets(files))
+
+
+def layer_whole_buckets(files: list[Path], bucket_bytes: int | None = None) -> list[list[tuple[str, Any]]]:
+    """The tensors of a sharded checkpoint regrouped so that no bucket splits a layer (a shard
+    boundary may fall between a layer's q and k projections); buckets of about `bucket_bytes`
+    (default: the weight sync's)."""
     from safetensors.torch import load_file
 
-    from learner.weight_sync import bucket_named_tensors
+    from learner.weight_sync import DEFAULT_BUCKET_BYTES, bucket_named_tensors
 
-    return apply_weight_buckets(llm, bucket_named_tensors(item for path in files for item in load_file(path).items()))
+    named = (item for path in files for item in load_file(path).items())
+    return bucket_named_tensors(named, bucket_bytes or DEFAULT_BUCKET_BYTES)
 
 
 def _finish_sync(llm) -> None:

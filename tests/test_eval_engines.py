@@ -43,3 +43,24 @@ def test_a_hub_id_or_a_missing_directory_never_shares_an_engine(tmp_path):
     assert not same_serving_files(str(a), "Qwen/Qwen2.5-VL-3B-Instruct")
     assert not same_serving_files("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-3B-Instruct")
     assert not same_serving_files(str(tmp_path / "gone"), str(a))
+
+
+def test_a_layer_split_between_two_shards_is_reloaded_in_one_bucket(tmp_path):
+    """A sharded checkpoint may put a layer's q and k projections in different files; vLLM's in-place
+    reload rebuilds a fused layer from what one call carries, so the shards are regrouped."""
+    import torch
+    from safetensors.torch import save_file
+
+    from learner.weight_sync import weight_group
+    from rollout.weight_update import layer_whole_buckets
+
+    layer = "model.language_model.layers.{}.self_attn.{}_proj.weight"
+    save_file({layer.format(0, "q"): torch.ones(2, 2), layer.format(0, "k"): torch.ones(2, 2), layer.format(1, "q"): torch.ones(2, 2)},
+              str(tmp_path / "model-00001-of-00002.safetensors"))
+    save_file({layer.format(1, "k"): torch.zeros(2, 2), layer.format(1, "v"): torch.zeros(2, 2)},
+              str(tmp_path / "model-00002-of-00002.safetensors"))
+    buckets = layer_whole_buckets(sorted(tmp_path.glob("*.safetensors")), bucket_bytes=16)  # one 2x2 float32 each
+    assert [sorted({weight_group(name) for name, _ in bucket}) for bucket in buckets] == [
+        ["model.language_model.layers.0"], ["model.language_model.layers.1"]]
+    assert sorted(name for bucket in buckets for name, _ in bucket) == sorted(
+        [layer.format(0, "q"), layer.format(0, "k"), layer.format(1, "q"), layer.format(1, "k"), layer.format(1, "v")])
