@@ -128,9 +128,7 @@ class RolloutWorker:
         started = time.perf_counter()
         from rollout.weight_update import apply_weight_buckets
 
-        count = apply_weight_buckets(self.llm, buckets)
-        self.version = version
-        return {"actor": self.name, "version": version, "tensors": count, "seconds": time.perf_counter() - started}
+        return self._reloaded(version, apply_weight_buckets(self.llm, buckets), started)
 
     def load_checkpoint(self, version: int, model_dir: str) -> dict[str, Any]:
         """Serve another full-weight checkpoint of the engine's architecture (evaluation of several
@@ -138,9 +136,12 @@ class RolloutWorker:
         started = time.perf_counter()
         from rollout.weight_update import apply_checkpoint
 
-        count = apply_checkpoint(self.llm, model_dir)
+        return self._reloaded(version, apply_checkpoint(self.llm, model_dir), started)
+
+    def _reloaded(self, version: int, tensors: int, started: float) -> dict[str, Any]:
+        """Serve `version` from now on; the report of its full-weight reload."""
         self.version = version
-        return {"actor": self.name, "version": version, "tensors": count, "seconds": time.perf_counter() - started}
+        return {"actor": self.name, "version": version, "tensors": tensors, "seconds": time.perf_counter() - started}
 
     # ----------------------------------------------------------------- health
     def info(self) -> dict[str, Any]:

@@ -92,8 +92,7 @@ def _serve_full_models(models: Iterator[tuple[str, str]], settings: EvalSettings
                 serving[1].load_checkpoint(version, model)
             else:
                 if serving is not None:
-                    serving[1].shutdown()
-                serving = None  # the old engine goes before the next one starts
+                    serving[1].shutdown()  # the old engine stops before the next one starts
                 serving = (model, eval_engine(model, settings, lora=False))
             yield model, name, serving[1]
     finally:
