@@ -44,7 +44,9 @@ class RolloutWorker:
         self.blocked_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_SPECIAL_TOKENS]
         self.version = 0
         self.lora_request = None
-        self.adapter_root = Path(tempfile.mkdtemp(prefix=f"skinr1-{name}-adapters-"))
+        # Made at the first adapter sync only: merged and full-weight syncs never stage files, and
+        # an actor that is killed (not shut down) then leaves nothing behind in the temp directory.
+        self._adapter_root: Path | None = None
         if initial_adapter is not None:
             self.use_adapter(0, cached_model(str(initial_adapter)))
 
@@ -69,6 +71,13 @@ class RolloutWorker:
         ]
 
     # ----------------------------------------------------------------- weight sync
+    @property
+    def adapter_root(self) -> Path:
+        """Where adapter versions sent as files are staged (one folder per actor)."""
+        if self._adapter_root is None:
+            self._adapter_root = Path(tempfile.mkdtemp(prefix=f"skinr1-{self.name}-adapters-"))
+        return self._adapter_root
+
     def load_adapter(self, version: int, files: dict[str, bytes]) -> dict[str, Any]:
         """Install a LoRA adapter version from its files (adapter_config.json, adapter_model.safetensors)."""
         started = time.perf_counter()
@@ -153,4 +162,5 @@ class RolloutWorker:
         engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if engine_core is not None:
             engine_core.shutdown()
-        shutil.rmtree(self.adapter_root, ignore_errors=True)
+        if self._adapter_root is not None:
+            shutil.rmtree(self._adapter_root, ignore_errors=True)
