@@ -139,18 +139,26 @@ def _wait_for_row(run_dir: Path, client, job: str, condition, what: str, timeout
     pytest.fail(f"no step showed {what} within {timeout} s")
 
 
-def _scale(gcs: str, job: str, workers: int) -> subprocess.CompletedProcess:
-    command = [_skinr1(), "scale", "--job", job, "--rollout-workers", str(workers), "--address", gcs]
+def _job_command(gcs: str, job: str, command: list[str]) -> subprocess.CompletedProcess:
+    """`skinr1 scale` or `skinr1 stop` sent to the running job."""
+    command = [_skinr1(), *command, "--job", job, "--address", gcs]
     return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+
+
+def _scale(gcs: str, job: str, workers: int) -> subprocess.CompletedProcess:
+    return _job_command(gcs, job, ["scale", "--rollout-workers", str(workers)])
 
 
 def test_rl_job_submit_with_elastic_rollout_pool(prepared_run, tmp_path):
     """`ray job submit` end to end while the cluster changes under the job: a second node joins
-    (the pool grows), `skinr1 scale` shrinks and regrows it, the node dies (the pool shrinks),
-    and the job still succeeds with every prompt of every step generated exactly once."""
+    (the pool grows), `skinr1 scale` shrinks and regrows it, the node dies (the pool shrinks), and
+    `skinr1 stop` ends it: the job succeeds with a checkpoint and final/ at its last step, every
+    prompt of every step generated exactly once, and the run left resumable."""
     from ray.job_submission import JobStatus
 
     from learner.group import free_port
+    from skinr1.pipeline.rl_checkpoint import latest_checkpoint
+    from skinr1.pipeline.stages import MARKER, PENDING
 
     gcs = f"127.0.0.1:{free_port()}"
     slot = '{"rollout_slot": 1}'  # one rollout actor per node that offers a slot
@@ -159,7 +167,7 @@ def test_rl_job_submit_with_elastic_rollout_pool(prepared_run, tmp_path):
                        tmp_path / "head.log")
     second, second_log = None, tmp_path / "second-node.log"
     # A step takes ~1 s here and a node joins in tens of seconds (more on a loaded machine): the job
-    # is long enough for every change to happen while it runs; it finishes when its steps are done.
+    # is long enough for every change to happen while it runs; `skinr1 stop` ends it after them.
     steps = 120
     overrides = [*OVERRIDES, f"rl.steps={steps}", "rl.checkpoint_every=50", "rl.rollout.num_workers=1",
                  "rl.rollout.min_workers=1", "rl.rollout.max_workers=2", "rl.rollout.resources.custom.rollout_slot=1"]
@@ -184,6 +192,8 @@ def test_rl_job_submit_with_elastic_rollout_pool(prepared_run, tmp_path):
         os.killpg(second.pid, signal.SIGKILL)  # the node disappears with its rollout actor
         second.wait(timeout=60)
         lost = _wait_for_row(prepared_run, client, job, lambda r: r["step"] > regrown["step"] and r["pool_size"] == 1, "the pool shrunk after node loss")
+        stop = _job_command(gcs, job, ["stop"])
+        assert stop.returncode == 0, stop.stderr[-3000:]
 
         deadline = time.time() + 900
         status = client.get_job_status(job)
@@ -197,14 +207,17 @@ def test_rl_job_submit_with_elastic_rollout_pool(prepared_run, tmp_path):
             if node is not None and node.poll() is None:
                 os.killpg(node.pid, signal.SIGTERM)
                 node.wait(timeout=120)
+    assert "stopped on request after step" in logs, logs[-4000:]
     rows = _metrics(prepared_run)
-    assert [r["step"] for r in rows] == list(range(1, steps + 1))
+    last = rows[-1]["step"]
+    assert lost["step"] <= last < steps
+    assert [r["step"] for r in rows] == list(range(1, last + 1))
     assert all(r["policy_version"] == r["step"] for r in rows)
     assert all(r["rollout_versions"] == [r["step"] - 1] for r in rows)  # on-policy, one version per step
     # Nothing lost or duplicated while actors came and went: every step has its 4 prompts x 2 samples,
     # and the prompts follow the data stream without gaps.
     assert all(r["samples"] == 8 and 0.0 <= r["reward_mean"] <= 2.0 for r in rows)
-    assert [_positions(r) for r in rows] == [list(range(4 * i, 4 * i + 4)) for i in range(steps)]
+    assert [_positions(r) for r in rows] == [list(range(4 * i, 4 * i + 4)) for i in range(last)]
     events = [e for r in rows for e in r["pool_events"]]
     assert any(e["event"] == "resize" and e["added"] == 1 for e in events)
     assert any(e["event"] == "resize" and e["removed"] == 1 for e in events)
@@ -215,6 +228,9 @@ def test_rl_job_submit_with_elastic_rollout_pool(prepared_run, tmp_path):
     print("generate_s by pool size:", {k: round(sum(v) / len(v), 2) for k, v in by_size.items() if v})
     final = prepared_run / "rl" / "final"
     assert (final / "adapter_model.safetensors").is_file() and (final / "adapter_config.json").is_file()
+    # The stop committed the last step's checkpoint and left the stage unfinished: `skinr1 rl` resumes it.
+    assert latest_checkpoint(prepared_run / "rl").name == f"step-{last:06d}"
+    assert not (prepared_run / "rl" / MARKER).exists() and (prepared_run / "rl" / PENDING).exists()
 
 
 def test_rollout_actor_killed_and_driver_killed_then_resumed(prepared_run, tmp_path):

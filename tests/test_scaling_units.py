@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from skinr1.pipeline.scaling import ScaleControl, pool_target, submission_id
+from skinr1.pipeline.scaling import ScaleControl, StopRequested, pool_target, submission_id
 from skinr1.placement import fits, rollout_bundles, uniform_bundles
 
 
@@ -52,7 +52,44 @@ def test_scale_control_rejects_out_of_bounds_requests():
         control.request(4)
     assert control.requested_workers() == 2  # a bad request changes nothing
     control.report({"size": 2, "step": 5})
-    assert control.status() == {"requested": 2, "min_workers": 1, "max_workers": 3, "size": 2, "step": 5}
+    assert control.status() == {"requested": 2, "stop_requested": False, "min_workers": 1, "max_workers": 3,
+                                "size": 2, "step": 5}
+
+
+def test_scale_control_records_a_stop_request():
+    control = ScaleControl(1, 3)
+    assert not control.stop_requested()
+    assert control.request_stop()["stop_requested"] is True
+    assert control.stop_requested()
+    assert control.requested_workers() is None  # a stop does not resize the pool
+
+
+def test_stop_requested_says_how_to_resume():
+    stopped = StopRequested(7, 120)
+    assert (stopped.step, stopped.steps) == (7, 120)
+    assert "after step 7 of 120" in str(stopped) and "resumes" in str(stopped)
+
+
+@pytest.mark.parametrize("command", [["scale", "--job", "j", "--rollout-workers", "2"], ["stop", "--job", "j"]])
+def test_job_commands_need_a_cluster_address(command, monkeypatch, capsys):
+    from skinr1.cli import main
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert main(command) == 2
+    assert "--address" in capsys.readouterr().err
+
+
+def test_a_stop_request_ends_the_command_successfully(monkeypatch, capsys):
+    """`skinr1 rl` stopped by `skinr1 stop` exits 0 (its job succeeds) and says how to resume."""
+    import skinr1.cli.rl_cmd as rl_cmd
+    from skinr1.cli import main
+
+    def stopped(args):
+        raise StopRequested(3, 10)
+
+    monkeypatch.setattr(rl_cmd, "run", stopped)
+    assert main(["rl", "--config", "unused.yaml"]) == 0
+    assert "after step 3 of 10" in capsys.readouterr().out
 
 
 def test_submission_id_is_read_from_the_job_config_of_ray_job_submit():

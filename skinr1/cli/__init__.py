@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from skinr1.pipeline.scaling import StopRequested
+
 # Order = order in `skinr1 --help`.
 COMMAND_MODULES = (
     "skinr1.cli.demo_cmd",
@@ -24,6 +26,7 @@ COMMAND_MODULES = (
     "skinr1.cli.ablate_cmd",
     "skinr1.cli.rl_cmd",
     "skinr1.cli.scale_cmd",
+    "skinr1.cli.stop_cmd",
     "skinr1.cli.merge_cmd",
     "skinr1.cli.eval_cmd",
     "skinr1.cli.serve_cmd",
@@ -67,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except StopRequested as stopped:  # `skinr1 stop`: the run ended as asked, nothing lost
+        print(f"skinr1 {args.command}: {stopped}")
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -20,6 +20,7 @@ from skinr1 import run_mirror
 from skinr1.pipeline import rl_checkpoint
 from skinr1.pipeline.rl_batch import Group, split_constant, step_size, stream_indices, train_samples
 from skinr1.pipeline.rl_health import check_scoring, reason_shares, reward_summary, rollout_stats, scoring_error_rate
+from skinr1.pipeline.scaling import StopRequested
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +259,12 @@ class GRPODriver:
         self.target = target
         self.control.report.remote({"size": self.pool.size, "target": target, "step": self.step})
 
+    def _stop_requested(self) -> bool:
+        """Whether `skinr1 stop` asked this job to end after the step just done."""
+        import ray
+
+        return self.control is not None and ray.get(self.control.stop_requested.remote())
+
     def _start_generation(self, count: int) -> Prefetch:
         requests = self._next_requests(count)
         seed = self.seed * 100003 + self.cursor
@@ -369,10 +376,14 @@ class GRPODriver:
                 logger.log(self.step, last)
             bar.update(1)
             bar.set_postfix(reward=f"{last['reward_mean']:.3f}")
-            if self.step % self.rl.checkpoint_every == 0 or self.step == self.rl.steps:
+            stop = self._stop_requested()
+            if self.step % self.rl.checkpoint_every == 0 or self.step == self.rl.steps or stop:
                 self.save_checkpoint()
                 if self.rl.stop_after_step is not None and self.step >= self.rl.stop_after_step and self.step < self.rl.steps:
                     raise SimulatedCrash(f"stopped after step {self.step} as configured")
+            if stop and self.step < self.rl.steps:
+                bar.close()
+                raise StopRequested(self.step, self.rl.steps)
         bar.close()
         return last
 

@@ -5,6 +5,11 @@ The driver owns a small named Ray actor per job (`ScaleControl`). `skinr1 scale 
 [rollout.min_workers, rollout.max_workers] and resizes its pool. Without a request the driver aims
 for max_workers, so the pool grows by itself when the cluster gains room (e.g. the autoscaler adds
 a node, or a lost node comes back).
+
+`skinr1 stop --job ID` records a stop request there: after the step in progress the driver commits
+a checkpoint, writes `final/` from it and exits successfully (`StopRequested`), leaving the run
+unfinished so that the same command resumes it. `ray job stop` instead kills the job mid-step: its
+resume starts again from the last periodic checkpoint.
 """
 
 from __future__ import annotations
@@ -14,6 +19,15 @@ import os
 from typing import Any, Mapping
 
 NAMESPACE = "skinr1"
+
+
+class StopRequested(RuntimeError):
+    """A GRPO run ended early on a user's stop request, with its checkpoint and `final/` written."""
+
+    def __init__(self, step: int, steps: int):
+        super().__init__(f"stopped on request after step {step} of {steps}: the checkpoint and final/ "
+                         "hold that policy; the same command resumes the run")
+        self.step, self.steps = step, steps
 
 
 def control_name(job_id: str) -> str:
@@ -46,6 +60,7 @@ class ScaleControl:
     def __init__(self, min_workers: int, max_workers: int):
         self.min_workers, self.max_workers = min_workers, max_workers
         self.requested: int | None = None
+        self.stop = False
         self.last_report: dict[str, Any] = {}
 
     def request(self, workers: int) -> dict[str, Any]:
@@ -57,14 +72,21 @@ class ScaleControl:
         self.requested = workers
         return self.status()
 
+    def request_stop(self) -> dict[str, Any]:
+        self.stop = True
+        return self.status()
+
     def requested_workers(self) -> int | None:
         return self.requested
+
+    def stop_requested(self) -> bool:
+        return self.stop
 
     def report(self, status: dict[str, Any]) -> None:
         self.last_report = dict(status)
 
     def status(self) -> dict[str, Any]:
-        return {"requested": self.requested, "min_workers": self.min_workers, "max_workers": self.max_workers,
+        return {"requested": self.requested, "stop_requested": self.stop, "min_workers": self.min_workers, "max_workers": self.max_workers,
                 **self.last_report}
 
 
@@ -82,12 +104,24 @@ def start_control(job_id: str, min_workers: int, max_workers: int):
                                             scheduling_strategy=driver_node).remote(min_workers, max_workers)
 
 
+def _job_control(job_id: str):
+    import ray
+
+    try:
+        return ray.get_actor(control_name(job_id), namespace=NAMESPACE)
+    except ValueError as error:
+        raise LookupError(f"no running GRPO job {job_id!r} on this cluster (is it still running? see `ray job list`)") from error
+
+
 def request_scale(job_id: str, workers: int) -> dict[str, Any]:
     """Ask a running job for `workers` rollout actors; returns the job's scaling status."""
     import ray
 
-    try:
-        control = ray.get_actor(control_name(job_id), namespace=NAMESPACE)
-    except ValueError as error:
-        raise LookupError(f"no running GRPO job {job_id!r} on this cluster (is it still running? see `ray job list`)") from error
-    return ray.get(control.request.remote(workers))
+    return ray.get(_job_control(job_id).request.remote(workers))
+
+
+def request_stop(job_id: str) -> dict[str, Any]:
+    """Ask a running job to stop after its current step (checkpoint and final/ written); returns its status."""
+    import ray
+
+    return ray.get(_job_control(job_id).request_stop.remote())

@@ -291,6 +291,7 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
     from skinr1.metrics import MetricsLogger
     from skinr1.pipeline.rl_checkpoint import latest_checkpoint, write_final_policy
     from skinr1.pipeline.rl_driver import GRPODriver
+    from skinr1.pipeline.scaling import StopRequested
     from skinr1.trackers import open_stage_trackers
 
     rl_dir = config.rl_dir
@@ -305,11 +306,17 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
                             seed=config.seed, include_system_prompt=config.trajectories.include_system_prompt,
                             validation_manifest=str(validation) if validation else None)
         try:
-            driver.start()
-            with MetricsLogger(rl_dir / "metrics.jsonl", trackers=open_stage_trackers(config, rl_dir, "rl")) as logger:
-                driver.run(logger)
-        finally:
-            driver.shutdown()
+            try:
+                driver.start()
+                with MetricsLogger(rl_dir / "metrics.jsonl", trackers=open_stage_trackers(config, rl_dir, "rl")) as logger:
+                    driver.run(logger)
+            finally:
+                driver.shutdown()
+        except StopRequested:
+            # The policy so far is usable now; the stage stays unfinished (no marker) so that the
+            # same command resumes it.
+            write_final_policy(latest_checkpoint(rl_dir), rl_dir)
+            raise
         final = write_final_policy(latest_checkpoint(rl_dir), rl_dir)
         return {"final": str(final), "steps": driver.step, "startup_s": driver.startup_s}
 
