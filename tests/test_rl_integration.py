@@ -296,6 +296,11 @@ _REPRODUCED = ("prompts", "reward_mean", "reward_std", "completion_len_mean", "t
                "kl", "entropy", "ratio_gap", "kept_groups", "policy_version", "trained")
 
 
+# For behaviour that does not depend on how many actors there are: one rollout actor and one learner
+# rank start faster on two cores (the other tests keep two of each).
+_ONE_OF_EACH = ["rl.rollout.num_workers=1", "rl.rollout.max_workers=1", "rl.learner.num_ranks=1"]
+
+
 def _driver_rows(prepared_run: Path, rl_dir: Path, overrides: list[str]) -> list[dict]:
     """Run the GRPO driver in-process on the prepared run's SFT policy; its metrics rows."""
     from skinr1.config.derive import rl_settings
@@ -323,7 +328,7 @@ def _driver_rows(prepared_run: Path, rl_dir: Path, overrides: list[str]) -> list
 def test_a_step_whose_groups_all_tie_trains_nothing_and_is_counted(prepared_run, tmp_path):
     """With every reward term weighted 0 all groups tie: they are filtered out, nothing is trained
     and no weights are synced, and the step counts as skipped, not as an update."""
-    rows = _driver_rows(prepared_run, tmp_path / "rl", [
+    rows = _driver_rows(prepared_run, tmp_path / "rl", [*_ONE_OF_EACH,
         "rl.steps=2", "rl.loss.filter_constant_groups=true", "rl.loss.max_refill_rounds=0",
         "reward.format_weight=0", "reward.hierarchical_weight=0", "reward.malignancy_weight=0"])
     assert [(r["trained"], r["skipped_steps"], r["policy_version"], r["kept_groups"]) for r in rows] == [(False, 1, 0, 0), (False, 2, 0, 0)]
@@ -356,7 +361,7 @@ def test_rl_continues_the_sft_adapter(prepared_run, tmp_path):
 
     rl_dir = tmp_path / "rl"
     # No dropout: the learner's first forward is then exactly the SFT policy the engines sampled from.
-    rows = _driver_rows(prepared_run, rl_dir, ["rl.steps=2", "rl.continue_sft_adapter=true", "rl.lora_sync=adapter",
+    rows = _driver_rows(prepared_run, rl_dir, [*_ONE_OF_EACH, "rl.steps=2", "rl.continue_sft_adapter=true", "rl.lora_sync=adapter",
                                                "rl.learner.lora.dropout=0.0", "rl.loss.kl_beta=0.02"])
     assert [r["trained"] for r in rows] == [True, True]
     assert rows[0]["ratio_gap"] < 0.02, rows[0]  # a bare-base engine would be off by nats per token
