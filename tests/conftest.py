@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny model is built once per session; Ray runs as one local loopback node."""
+"""Shared fixtures: the tiny model is built once per session; Ray runs as one local loopback node;
+the shipped taxonomy and label maps (a module may define its own `resolver`/`taxonomy` instead)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,20 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def resolver():
+    """The shipped label maps over the shipped taxonomy."""
+    from skinr1.taxonomy import load_resolver
+
+    return load_resolver()
+
+
+@pytest.fixture(scope="session")
+def taxonomy(resolver):
+    """The shipped disease taxonomy."""
+    return resolver.taxonomy
 
 
 @pytest.fixture(scope="session")

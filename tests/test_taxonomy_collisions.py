@@ -13,7 +13,7 @@ import pytest
 
 from skinr1.prompts import DEFAULT_FORMAT
 from skinr1.prompts.parser import parse_completion, resolve_answer
-from skinr1.taxonomy import Node, Taxonomy, TaxonomyError, default_resolver, normalize_label
+from skinr1.taxonomy import Node, Taxonomy, TaxonomyError, normalize_label
 
 # Every colliding string (and its spellings) -> the node it resolves to now.
 COLLISIONS = {
@@ -32,16 +32,6 @@ DATASET_SPECIFIC = {
     # DermNet's "Vascular Tumors" may hold malignant tumours; free text "vascular tumor" is the benign group.
     ("dermnet", "vascular tumors"): (None, "vascular_lesion"),
 }
-
-
-@pytest.fixture(scope="module")
-def resolver():
-    return default_resolver()
-
-
-@pytest.fixture(scope="module")
-def taxonomy(resolver):
-    return resolver.taxonomy
 
 
 @pytest.mark.parametrize("text, node_id", sorted(COLLISIONS.items()))
