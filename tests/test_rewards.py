@@ -1,4 +1,4 @@
-"""Reward config, the pure reward terms, batch scoring and the `skinr1 reward` command."""
+"""Reward config, the pure reward terms, batch scoring, and rewards on the shipped taxonomy."""
 
 from __future__ import annotations
 
@@ -394,59 +394,6 @@ class TestScorerRobustness:
         assert [r.reward for r in results] == [2.0, 0.0]
         with pytest.raises(ValueError):
             score_batch(["a"], samples, RewardConfig.preset("open"), resolver)
-
-
-# ----------------------------------------------------------------------------- CLI
-class TestCli:
-    @pytest.fixture(autouse=True)
-    def _tiny_taxonomy(self, monkeypatch, resolver):
-        import skinr1.taxonomy
-
-        monkeypatch.setattr(skinr1.taxonomy, "default_resolver", lambda: resolver)
-
-    def run(self, tmp_path, lines, *args):
-        from skinr1.cli import main
-
-        src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-        src.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        code = main(["reward", "--input", str(src), "--output", str(dst), *args])
-        out = [json.loads(line) for line in dst.read_text().splitlines()] if dst.exists() else []
-        return code, out
-
-    def test_open(self, tmp_path, capsys):
-        lines = [
-            json.dumps({"completion": good("melanoma (malignant)"), "label": "mel", "source": "ham10000"}),
-            "{not json",
-            json.dumps({"completion": good("melanoma"), "label": "unk", "source": "ham10000"}),
-            "",
-            json.dumps({"completion": "junk", "label": "Psoriasis"}),
-            json.dumps(["a list"]),
-        ]
-        code, out = self.run(tmp_path, lines, "--preset", "open")
-        # One output line per input line, blank ones included, each carrying its line number.
-        assert code == 0 and len(out) == 6 and [o["line"] for o in out] == [1, 2, 3, 4, 5, 6]
-        assert out[0]["reward"] == 2.0 and out[0]["reasons"][1] == "hierarchical:exact"
-        assert out[1]["reward"] is None and out[1]["error"]
-        assert out[2]["reward"] is None and out[2]["error"].startswith("line 3:") and "unk" in out[2]["error"]
-        assert out[3]["reward"] is None and out[3]["error"] == "line 4: blank line"
-        assert out[4]["reward"] == 0.0
-        assert out[5]["reward"] is None
-        assert "6 lines, 2 scored, 4 errors" in capsys.readouterr().err
-
-    def test_paper_with_options_and_override(self, tmp_path):
-        line = {"completion": good("B. melanoma (malignant)"), "label": "mel", "source": "ham10000",
-                "options": ["A. malignant", "B. mel", "C. df", "D. vitiligo"]}
-        code, out = self.run(tmp_path, [json.dumps(line)], "--preset", "paper", "--override", "format_weight=0.5")
-        assert code == 0 and out[0]["reward"] == pytest.approx(1.5)
-        code, out = self.run(tmp_path, [json.dumps({**line, "options": None})], "--preset", "paper")
-        assert out[0]["reward"] is None and "options" in out[0]["error"]
-
-    def test_bad_arguments(self, tmp_path):
-        from skinr1.cli import main
-
-        assert main(["reward", "--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")]) == 2
-        code, _ = self.run(tmp_path, ["{}"], "--override", "colour=red")
-        assert code == 2
 
 
 # ----------------------------------------------------------------------------- shipped taxonomy

@@ -1,4 +1,5 @@
-"""`skinr1 reward` on hostile input: never eats its input, never shifts lines, never scores silently."""
+"""`skinr1 reward`: presets, options and overrides; on hostile input it never eats its input, never
+shifts lines and never scores silently."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ def scored(label: str = "mel") -> str:
     return json.dumps({"completion": good("melanoma (malignant)"), "label": label, "source": "ham10000"})
 
 
-def run(src: Path, dst: Path) -> tuple[int, list[dict]]:
-    code = main(["reward", "--input", str(src), "--output", str(dst)])
+def run(src: Path, dst: Path, *args: str) -> tuple[int, list[dict]]:
+    code = main(["reward", "--input", str(src), "--output", str(dst), *args])
     out = [json.loads(line) for line in dst.read_text().splitlines()] if dst.exists() else []
     return code, out
 
@@ -99,3 +100,45 @@ def test_a_missing_or_non_string_completion_is_an_error_not_zero(tmp_path, recor
     src.write_text(json.dumps(record) + "\n")
     _, out = run(src, tmp_path / "out.jsonl")
     assert out == [{"line": 1, "reward": None, "error": f"line 1: {reason}"}]
+
+
+def run_lines(tmp_path: Path, lines: list[str], *args: str) -> tuple[int, list[dict]]:
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return run(src, tmp_path / "out.jsonl", *args)
+
+
+def test_open_preset_scores_each_line_or_says_why(tmp_path, capsys):
+    lines = [
+        json.dumps({"completion": good("melanoma (malignant)"), "label": "mel", "source": "ham10000"}),
+        "{not json",
+        json.dumps({"completion": good("melanoma"), "label": "unk", "source": "ham10000"}),
+        "",
+        json.dumps({"completion": "junk", "label": "Psoriasis"}),
+        json.dumps(["a list"]),
+    ]
+    code, out = run_lines(tmp_path, lines, "--preset", "open")
+    # One output line per input line, blank ones included, each carrying its line number.
+    assert code == 0 and len(out) == 6 and [o["line"] for o in out] == [1, 2, 3, 4, 5, 6]
+    assert out[0]["reward"] == 2.0 and out[0]["reasons"][1] == "hierarchical:exact"
+    assert out[1]["reward"] is None and out[1]["error"]
+    assert out[2]["reward"] is None and out[2]["error"].startswith("line 3:") and "unk" in out[2]["error"]
+    assert out[3]["reward"] is None and out[3]["error"] == "line 4: blank line"
+    assert out[4]["reward"] == 0.0
+    assert out[5]["reward"] is None
+    assert "6 lines, 2 scored, 4 errors" in capsys.readouterr().err
+
+
+def test_paper_preset_with_options_and_an_override(tmp_path):
+    line = {"completion": good("B. melanoma (malignant)"), "label": "mel", "source": "ham10000",
+            "options": ["A. malignant", "B. mel", "C. df", "D. vitiligo"]}
+    code, out = run_lines(tmp_path, [json.dumps(line)], "--preset", "paper", "--override", "format_weight=0.5")
+    assert code == 0 and out[0]["reward"] == pytest.approx(1.5)
+    code, out = run_lines(tmp_path, [json.dumps({**line, "options": None})], "--preset", "paper")
+    assert out[0]["reward"] is None and "options" in out[0]["error"]
+
+
+def test_bad_arguments_exit_2(tmp_path):
+    assert main(["reward", "--input", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")]) == 2
+    code, _ = run_lines(tmp_path, ["{}"], "--override", "colour=red")
+    assert code == 2
