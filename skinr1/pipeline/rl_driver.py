@@ -140,7 +140,8 @@ class GRPODriver:
         self.job_id = scaling.current_job_id()
         self.control = scaling.start_control(self.job_id, rl.rollout.min_workers, rl.rollout.max_workers)
         self.startup_s = time.perf_counter() - started
-        log.info("GRPO job %s: resize its rollout pool with `skinr1 scale --job %s --rollout-workers N`", self.job_id, self.job_id)
+        log.info("GRPO job %s: resize its rollout pool with `skinr1 scale --job %s --rollout-workers N`, "
+                 "end it after a step with `skinr1 stop --job %s`", self.job_id, self.job_id, self.job_id)
         self._resume()
 
     def _resume(self) -> None:
