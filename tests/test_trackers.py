@@ -47,11 +47,28 @@ def _free_port() -> int:
 
 
 # ------------------------------------------------------------------------------------------- W&B
-def _wandb_records(path: Path):
+def _wandb_records(path: Path, timeout_s: float = 60.0) -> list:
+    """The protobuf records of a finished offline run file. `run.finish()` returns before W&B's
+    service process has necessarily written the file's end, so this waits for its exit record."""
+    from google.protobuf.message import DecodeError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            records, error = list(_parse_wandb_log(path.read_bytes())), None
+        except DecodeError as cut_off:  # the last record is still being written
+            records, error = [], cut_off
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        assert time.monotonic() < deadline, f"{path} has no readable exit record after {timeout_s} s: {error}"
+        time.sleep(0.2)
+
+
+def _parse_wandb_log(data: bytes):
     """The protobuf records of an offline run file (LevelDB log framing after a 7-byte header)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    data, pos, block, pending = path.read_bytes(), 7, 32768, b""
+    pos, block, pending = 7, 32768, b""
     while pos + 7 <= len(data):
         if block - pos % block < 7:
             pos += block - pos % block
@@ -83,7 +100,7 @@ def test_wandb_offline_run_holds_the_scalars_config_and_report(tmp_path, monkeyp
     rl_id = json.loads((config.rl_dir / IDS_FILE).read_text())["wandb"]
     run_files = list(config.rl_dir.glob(f"wandb/offline-run-*-{rl_id}/run-{rl_id}.wandb"))
     assert len(run_files) == 1, list(config.rl_dir.rglob("*"))
-    records = list(_wandb_records(run_files[0]))
+    records = _wandb_records(run_files[0])
     history = _history(records)
     assert [(h["_step"], h["loss"], h["reward/mean"]) for h in history] == [
         (step, ROWS[step - 1]["loss"], ROWS[step - 1]["reward"]["mean"]) for step in (1, 2, 3)]
@@ -94,7 +111,7 @@ def test_wandb_offline_run_holds_the_scalars_config_and_report(tmp_path, monkeyp
     assert config_items["run_dir"] == config.run_dir
 
     eval_id = json.loads((config.run_path / "eval" / IDS_FILE).read_text())["wandb"]
-    eval_records = list(_wandb_records(next((config.run_path / "eval").glob(f"wandb/offline-run-*-{eval_id}/run-*.wandb"))))
+    eval_records = _wandb_records(next((config.run_path / "eval").glob(f"wandb/offline-run-*-{eval_id}/run-*.wandb")))
     artifacts = [r.artifact for r in eval_records if r.WhichOneof("record_type") == "artifact"]
     assert sorted((a.name, a.type) for a in artifacts) == [("run-eval-report.json", "json"), ("run-eval-report.png", "png")]
     assert sorted(entry.path for a in artifacts for entry in a.manifest.contents) == ["report.json", "report.png"]
