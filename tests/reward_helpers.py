@@ -5,7 +5,7 @@ Node ids match the shipped taxonomy's fixed ids, so cases read the same against 
 
 from __future__ import annotations
 
-from skinr1.prompts import DEFAULT_FORMAT, AnswerFormat
+from skinr1.prompts import DEFAULT_FORMAT, AnswerFormat, ChoiceOption
 from skinr1.taxonomy import LabelResolver, Node, Taxonomy
 from skinr1.taxonomy.label_maps import SourceVocabulary
 
@@ -70,3 +70,8 @@ def tiny_resolver() -> LabelResolver:
 def good(answer: str, reasoning: str = "Pearly papule with telangiectasia.", fmt: AnswerFormat = DEFAULT_FORMAT) -> str:
     """A well-formed completion whose answer block holds `answer` verbatim."""
     return fmt.render(reasoning, answer)
+
+
+def opts(*node_ids: str) -> tuple[ChoiceOption, ...]:
+    """Choice options A, B, ... for `node_ids`, named after them."""
+    return tuple(ChoiceOption("ABCD"[i], n, n.replace("_", " ")) for i, n in enumerate(node_ids))
