@@ -138,10 +138,11 @@ def test_prompt_budget_skips_a_record_whose_image_is_broken(real_pixels_model, t
 
 
 def test_grpo_request_building_skips_oversized_prompts(real_pixels_model, photographs, tmp_path):
-    """The driver's request stream (no Ray needed for it) skips a record whose prompt cannot fit,
+    """The GRPO prompt stream (no Ray needed for it) skips a record whose prompt cannot fit,
     names it, and keeps drawing until the step has its prompts; when nothing fits it says so."""
     from skinr1.data.records import Record, write_jsonl
-    from skinr1.pipeline.rl_driver import GRPODriver
+    from skinr1.pipeline.rl_prompts import PromptStream, mapped_records
+    from skinr1.taxonomy import default_taxonomy
 
     manifest = tmp_path / "sparse.jsonl"
     write_jsonl(manifest, [Record("derm:small", photographs[(600, 450)], "melanoma", 3, "synthetic", "melanoma"),
@@ -149,12 +150,12 @@ def test_grpo_request_building_skips_oversized_prompts(real_pixels_model, photog
     # No pixel cap: the 3000x2000 photograph is ~7.6k image tokens, over the 1024-token context.
     config = load_run_config(CONFIGS / "demo.yaml", [f"run_dir={tmp_path}", "rl.validate_every=0", "rl.probe_every=0"])
     runtime = derive.rl_settings(config)
-    driver = GRPODriver(runtime, config.reward, str(real_pixels_model), str(manifest), tmp_path / "rl")
-    processor = runtime.policy.load_processor(real_pixels_model)
-    driver.tokenizer, driver.budget = processor.tokenizer, PromptBudget(processor, runtime.policy, runtime.max_model_len)
-    requests = driver._next_requests(3)
+    budget = PromptBudget(runtime.policy.load_processor(real_pixels_model), runtime.policy, runtime.max_model_len)
+    taxonomy = default_taxonomy()
+    stream = PromptStream(mapped_records(str(manifest), taxonomy), budget, config.rl.mode, taxonomy)
+    requests = stream.next_requests(3)
     assert [r.metadata["record_id"] for r in requests] == ["derm:small"] * 3
-    assert driver.budget.skipped == ["clinic:huge"] and driver.cursor > 3
-    driver.budget.max_model_len = 100
+    assert budget.skipped == ["clinic:huge"] and stream.cursor > 3
+    budget.max_model_len = 100
     with pytest.raises(ValueError, match="no record of the RL manifest fits"):
-        driver._next_requests(1)
+        stream.next_requests(1)

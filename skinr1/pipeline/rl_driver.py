@@ -18,8 +18,9 @@ from typing import Any
 from rollout.sampling import RolloutRequest, RolloutResult
 from skinr1 import run_mirror
 from skinr1.pipeline import rl_checkpoint
-from skinr1.pipeline.rl_batch import Group, split_constant, step_size, stream_indices, train_samples
+from skinr1.pipeline.rl_batch import Group, split_constant, step_size, train_samples
 from skinr1.pipeline.rl_health import check_scoring, reason_shares, reward_summary, rollout_stats, scoring_error_rate
+from skinr1.pipeline.rl_prompts import PromptStream, mapped_records
 from skinr1.pipeline.scaling import StopRequested
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,9 @@ class GRPODriver:
         if rl.mode != reward_config.mode:
             raise ValueError(f"rl.mode {rl.mode!r} differs from reward.mode {reward_config.mode!r}")
         self.taxonomy = default_taxonomy()
-        records = run_mirror.local_records(manifest)
-        # Unmapped ground truth is rejected here, when the batch is built, never at scoring time.
-        self.records = [r for r in records if r.node_id is not None and r.node_id in self.taxonomy]
-        self.rejected_records = len(records) - len(self.records)
-        if not self.records:
-            raise ValueError(f"{manifest} has no record with a mapped label")
+        self.records = mapped_records(manifest, self.taxonomy)
+        self.prompts: PromptStream | None = None
+        """The stream of RL prompts, built in `start` (it needs the policy's processor)."""
         self.validation = []
         if rl.validate_every:
             if not validation_manifest:
@@ -77,10 +75,7 @@ class GRPODriver:
             self.validation = [r for r in run_mirror.local_records(validation_manifest) if r.node_id in self.taxonomy][: rl.validate_prompts]
             if not self.validation:
                 raise ValueError(f"{validation_manifest} has no record with a mapped label")
-        self.distractors: dict[str, list[str]] = {}
-        for r in self.records:
-            self.distractors.setdefault(r.source, []).append(r.node_id)
-        self.step, self.cursor, self.version = 0, 0, 0
+        self.step, self.version = 0, 0
         self.skipped_steps = 0
         """Steps that trained nothing (every group filtered out); `version` counts the updates."""
         self.curve: list[float] = []
@@ -106,6 +101,7 @@ class GRPODriver:
         shipped_start = self.start_policy.map(run_mirror.shipped)
         self.tokenizer = processor.tokenizer
         self.budget = PromptBudget(processor, runtime.policy, runtime.max_model_len)
+        self.prompts = PromptStream(self.records, self.budget, rl.mode, self.taxonomy, self.seed, self.include_system_prompt)
         started = time.perf_counter()
         # All-or-nothing per role: a job that cannot place its learners says so instead of hanging.
         learner_gpus = rl.learner.gpus_per_rank if rl.learner.use_gpu else 0
@@ -152,48 +148,18 @@ class GRPODriver:
         source = rl_checkpoint.learner_source(checkpoint)  # a bucket run: its committed checkpoint's URI
         self.learners.load(source)
         print(f"[rl] resuming from {source} (step {state['step']})")
-        self.step, self.cursor, self.version = state["step"], state["cursor"], state["version"]
+        self.step, self.prompts.cursor, self.version = state["step"], state["cursor"], state["version"]
         self.curve = state.get("reward_curve", [])
         self.skipped_steps = state.get("skipped_steps", 0)
         rl_checkpoint.restore_rng_state(state["rng"])
         self.sync.push(self.version)  # rollout actors serve the checkpoint's policy
-        log.info("resumed from %s at step %d (cursor %d)", checkpoint, self.step, self.cursor)
+        log.info("resumed from %s at step %d (cursor %d)", checkpoint, self.step, self.prompts.cursor)
 
     # ----------------------------------------------------------------- one step
-    def _next_requests(self, count: int) -> list[RolloutRequest]:
-        """The next `count` requests of the stream; a record whose prompt cannot fit the engines'
-        context is skipped (counted in `skipped_prompts`, named in the log), not sent to vLLM."""
-        requests, misses = [], 0
-        while len(requests) < count:
-            record = self.records[stream_indices(len(self.records), self.seed, self.cursor, 1)[0]]
-            request = self._request(record, f"{self.cursor}:{record.record_id}")
-            self.cursor += 1
-            if self.budget.fits(record.record_id, request.prompt, record.image):
-                requests.append(request)
-                misses = 0
-            elif (misses := misses + 1) >= len(self.records):
-                raise ValueError(f"no record of the RL manifest fits max_model_len {self.runtime.max_model_len} "
-                                 f"(skipped: {len(self.budget.skipped)}); lower model.max_pixels or raise rl.rollout.max_model_len")
-        return requests
-
-    def _request(self, record, prompt_id: str) -> RolloutRequest:
-        from skinr1.prompts.questions import make_question
-
-        question = make_question(
-            self.tokenizer, record.record_id, record.image, record.node_id, self.rl.mode, self.taxonomy,
-            self.distractors[record.source], include_system_prompt=self.include_system_prompt, seed=self.seed,
-        )
-        metadata = {"label": record.node_id, "options": [o.to_dict() for o in question.options], "record_id": record.record_id}
-        return RolloutRequest(prompt_id, question.prompt, run_mirror.shipped_image(record.image), metadata)
-
     def _probe(self) -> dict[str, Any]:
         """Score G fresh samples of the fixed probe images (same seed every time; nothing is trained)."""
         started = time.perf_counter()
-        count = min(self.rl.probe_prompts, len(self.records))
-        # Its own shuffle (seed + 1) of the manifest, fixed for the whole run.
-        records = [self.records[i] for i in stream_indices(len(self.records), self.seed + 1, 0, count)]
-        requests = [(self._request(record, f"probe:{record.record_id}"), record.image) for record in records]
-        requests = [r for r, image in requests if self.budget.fits(r.metadata["record_id"], r.prompt, image)]
+        requests = self.prompts.probe_requests(self.rl.probe_prompts)
         results = self.pool.generate(requests, self.rl.sampling, seed=PROBE_SEED)
         _, scored = self._score(results, requests)
         summary = reward_summary(scored)
@@ -267,9 +233,10 @@ class GRPODriver:
         return self.control is not None and ray.get(self.control.stop_requested.remote())
 
     def _start_generation(self, count: int) -> Prefetch:
-        requests = self._next_requests(count)
-        seed = self.seed * 100003 + self.cursor
-        return Prefetch(requests, self.pool.submit(requests, self.rl.sampling, seed), seed, self.cursor - len(requests))
+        cursor_before = self.prompts.cursor
+        requests = self.prompts.next_requests(count)
+        seed = self.seed * 100003 + self.prompts.cursor
+        return Prefetch(requests, self.pool.submit(requests, self.rl.sampling, seed), seed, cursor_before)
 
     def run_step(self) -> dict[str, Any]:
         rl = self.rl
@@ -361,7 +328,7 @@ class GRPODriver:
     def data_cursor(self) -> int:
         """Where a resumed run continues: prompts already sent out for the next step are not
         consumed yet (they are regenerated after a restart)."""
-        return self.prefetched.cursor_before if self.prefetched is not None else self.cursor
+        return self.prefetched.cursor_before if self.prefetched is not None else self.prompts.cursor
 
     # ----------------------------------------------------------------- loop
     def run(self, logger=None, progress: bool = True) -> dict[str, Any]:
