@@ -1,5 +1,6 @@
 """Shared fixtures: the tiny model is built once per session; Ray runs as one local loopback node;
-the shipped taxonomy and label maps (a module may define its own `resolver`/`taxonomy` instead)."""
+the shipped taxonomy and label maps (a module may define its own `resolver`/`taxonomy` instead);
+the GRPO integration tests' prepared run."""
 
 from __future__ import annotations
 
@@ -43,6 +44,17 @@ def ray_local():
     init_ray(num_cpus=8)
     yield
     shutdown_ray()
+
+
+@pytest.fixture(scope="session")
+def prepared_run(tmp_path_factory, ray_local):
+    """A small run's base model, data, trajectories and SFT (`grpo_run.prepare_run`), built once for
+    the GRPO integration tests; the RL stage is left to them."""
+    from grpo_run import prepare_run
+
+    run_dir = tmp_path_factory.mktemp("rl-run")
+    prepare_run(run_dir)
+    return run_dir
 
 
 RUN_BUCKET = "skinr1-runs"

@@ -8,22 +8,13 @@ import json
 
 import pytest
 
+from grpo_run import OVERRIDES
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
+# The GRPO integration tests' small run, with overlap and reward probes on.
 SMALL = [
-    "data.synthetic_scale=0.1",
-    "model.perception_pretraining.images=32",  # the code path, not the demo's 3,072 captions
-    "model.perception_pretraining.epochs=1",
-    "sft.max_steps=4",
-    "sft.checkpoint_every=4",
-    "rl.steps=3",
-    "rl.prompts_per_step=4",
-    "rl.sampling.group_size=2",
-    "rl.sampling.max_tokens=48",
-    "rl.learner.micro_batch_size=2",
-    "rl.rollout.max_model_len=512",
-    "rl.checkpoint_every=1",
-    "rl.loss.filter_constant_groups=false",  # fixed prompts per step: the data order is checkable
+    *OVERRIDES,
     "rl.overlap=true",  # step t+1 generates while step t learns
     "rl.probe_every=2",
     "rl.probe_prompts=4",
