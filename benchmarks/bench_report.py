@@ -52,17 +52,25 @@ def best_trl(summaries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return min(done, key=lambda s: s["step_s"]) if done else None
 
 
+SKINR1_SYSTEMS = {"skinr1": "skinr1", "skinr1-overlap": "overlap"}
+"""SkinR1's systems and the prefix of their ratios: `skinr1_over_best_trl`, `overlap_over_floor`, ..."""
+
+
 def ratios(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """SkinR1 / best TRL mode (step time; < 1 means SkinR1 is faster) and SkinR1 / floor."""
+    """Each SkinR1 system's step time over the best TRL mode's (< 1 means SkinR1 is faster) and
+    over the floor's."""
     by_name = {s["system"]: s for s in summaries}
-    skinr1, floor, trl = by_name.get("skinr1"), by_name.get("floor"), best_trl(summaries)
+    floor, trl = by_name.get("floor"), best_trl(summaries)
     out: dict[str, Any] = {"best_trl": trl["system"] if trl else None}
-    if skinr1 and skinr1.get("step_s") and skinr1["status"] == "ok":
+    for system, prefix in SKINR1_SYSTEMS.items():
+        skinr1 = by_name.get(system)
+        if not (skinr1 and skinr1.get("step_s") and skinr1["status"] == "ok"):
+            continue
         if trl:
-            out["skinr1_over_best_trl"] = skinr1["step_s"] / trl["step_s"]
+            out[f"{prefix}_over_best_trl"] = skinr1["step_s"] / trl["step_s"]
         if floor and floor.get("step_s"):
-            out["skinr1_over_floor"] = skinr1["step_s"] / floor["step_s"]
-            out["floor_share_of_skinr1"] = floor["step_s"] / skinr1["step_s"]
+            out[f"{prefix}_over_floor"] = skinr1["step_s"] / floor["step_s"]
+            out[f"floor_share_of_{prefix}"] = floor["step_s"] / skinr1["step_s"]
     return out
 
 
@@ -81,7 +89,7 @@ def table(size: str, summaries: Sequence[dict[str, Any]]) -> str:
     lines = [f"### {size}", "", header, "|" + "---|" * (header.count("|") - 1)]
     for s in summaries:
         status = "" if s["status"] == "ok" else f" ({s['status']} at step {s.get('crashed_at_step')})"
-        scoring = _cell(s.get("scoring_s")) if s["system"] != "skinr1" else "in train"
+        scoring = "in train" if s["system"] in SKINR1_SYSTEMS else _cell(s.get("scoring_s"))
         lines.append(
             f"| {s['system']}{status} | {_cell(s.get('step_s'))} | {_cell(s.get('generated_per_s'), 1)} "
             f"| {_cell(s.get('trained_per_s'), 1)} | {_cell(s.get('tokens_per_s'), 0)} | {_cell(s.get('generate_s'))} "
@@ -95,7 +103,11 @@ def table(size: str, summaries: Sequence[dict[str, Any]]) -> str:
                      f"({1 / r['skinr1_over_best_trl']:.2f}x its speed)")
     else:
         lines.append("SkinR1 / best TRL mode: n/a (no TRL mode or SkinR1 finished)")
-    if "skinr1_over_floor" in r:
-        lines.append(f"SkinR1 / raw-engine floor: {r['skinr1_over_floor']:.2f}x step time "
-                     f"(the floor is {100 * r['floor_share_of_skinr1']:.0f}% of SkinR1's step)")
+    if "overlap_over_best_trl" in r:
+        lines.append(f"SkinR1 with one-step overlap / best TRL mode ({r['best_trl']}): {r['overlap_over_best_trl']:.2f}x "
+                     f"step time ({1 / r['overlap_over_best_trl']:.2f}x its speed; one policy version behind)")
+    for prefix, name in (("skinr1", "SkinR1"), ("overlap", "SkinR1 with one-step overlap")):
+        if f"{prefix}_over_floor" in r:
+            lines.append(f"{name} / raw-engine floor: {r[f'{prefix}_over_floor']:.2f}x step time "
+                         f"(the floor is {100 * r[f'floor_share_of_{prefix}']:.0f}% of its step)")
     return "\n".join(lines + ([""] + errors if errors else []))

@@ -2,7 +2,7 @@
 
     pip install -e ".[bench]"
     python benchmarks/bench_vs_trl.py [--sizes tiny,medium] [--steps 8] [--warmup 2]
-        [--systems skinr1,trl-hf,trl-vllm,trl-vllm-patched,floor] [--demo-run runs/demo]
+        [--systems skinr1,skinr1-overlap,trl-hf,trl-vllm,trl-vllm-patched,floor] [--demo-run runs/demo]
         [--prompts 16] [--group-size 4] [--max-tokens 160] [--work /tmp/skinr1-bench] [--profile]
         [--skinr1-set KEY=VALUE ...]
 
@@ -15,6 +15,8 @@ own). The first --warmup steps are excluded from every figure.
 
 Systems:
   skinr1            `python -m skinr1 rl` with the demo's layout: Ray, 2 vLLM rollout actors, 2 DeepSpeed ranks
+  skinr1-overlap    the same with rl.overlap=true: step t+1 generates while the learners train on step t
+                    (its samples come from one policy version behind; not in the default list)
   trl-hf            TRL GRPOTrainer, transformers generate
   trl-vllm          TRL GRPOTrainer, vLLM colocate, as shipped
   trl-vllm-patched  the same plus the documented generation_kwargs blocking the vision special tokens
@@ -42,7 +44,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-SYSTEMS = ("skinr1", "trl-hf", "trl-vllm", "trl-vllm-patched", "floor")
+SYSTEMS = ("skinr1", "skinr1-overlap", "trl-hf", "trl-vllm", "trl-vllm-patched", "floor")
+DEFAULT_SYSTEMS = ("skinr1", "trl-hf", "trl-vllm", "trl-vllm-patched", "floor")
+"""The on-policy systems: each step trains on samples of the policy it updates."""
 
 UNEQUAL = (
     "image order: SkinR1 draws its seeded stream of the RL set; TRL and the floor take the same set in manifest order",
@@ -59,7 +63,10 @@ UNEQUAL = (
     "trl-vllm blocks none (as shipped); trl-vllm-patched blocks the same 4 (generation_kwargs logit_bias)",
     "SkinR1's reward runs in a Ray reward actor; TRL and the floor call the same scorer in-process",
     "SkinR1's scoring pass (the KL reference) runs inside its learners' train call: its time is in 'train'",
-    "SkinR1's breakdown: 'wait' is the learners' idle time while rollouts generate (no overlap: equal to 'gen')",
+    "SkinR1's breakdown: 'wait' is the learners' idle time while rollouts generate (no overlap: equal to 'gen'); "
+    "skinr1-overlap samples step t+1 with the policy before step t's update (the truncated importance weight "
+    "corrects the lag): faster where generation and training can share the machine, but not the on-policy step "
+    "of the other systems",
     "peak RSS is summed over each system's process tree (shared pages count once per process: Ray and vLLM "
     "processes share libraries)",
 )
@@ -125,11 +132,18 @@ def run_subprocess(command: list[str], log_path: Path, timeout_s: float) -> tupl
     return code, peak, "\n".join(tail)
 
 
-def skinr1_command(workload, run_dir: Path) -> list[str]:
+def skinr1_steps(workload, overlap: bool) -> int:
+    """Steps SkinR1 runs. With overlap each step also generates the next step's samples, except the
+    last (nothing follows it): one extra step is run and left out, so every measured step carries
+    one generation as in the on-policy systems."""
+    return workload.total_steps + int(overlap)
+
+
+def skinr1_command(workload, run_dir: Path, overlap: bool = False) -> list[str]:
     w = workload
     overrides = {
         "run_dir": run_dir, "seed": w.seed, "model.name_or_path": w.model, "data.dir": w.data_dir,
-        "rl.steps": w.total_steps, "rl.prompts_per_step": w.prompts, "rl.sampling.group_size": w.group_size,
+        "rl.steps": skinr1_steps(w, overlap), "rl.prompts_per_step": w.prompts, "rl.sampling.group_size": w.group_size,
         "rl.sampling.max_tokens": w.max_tokens, "rl.sampling.temperature": w.temperature,
         "rl.loss.filter_constant_groups": "false", "rl.loss.kl_beta": w.kl_beta, "rl.loss.clip_low": w.clip_low,
         "rl.loss.clip_high": w.clip_high, "rl.loss.tis_cap": w.tis_cap,
@@ -138,25 +152,26 @@ def skinr1_command(workload, run_dir: Path) -> list[str]:
         "rl.learner.lora.rank": w.lora_rank, "rl.learner.lora.alpha": w.lora_alpha, "rl.learner.lora.dropout": 0.0,
         "rl.rollout.num_workers": w.rollout_workers, "rl.rollout.min_workers": 1, "rl.rollout.max_workers": w.rollout_workers,
         "rl.rollout.max_model_len": w.max_model_len,
-        "rl.probe_every": 0, "rl.validate_every": 0, "rl.checkpoint_every": w.total_steps,
+        "rl.probe_every": 0, "rl.validate_every": 0, "rl.checkpoint_every": skinr1_steps(w, overlap),
+        "rl.overlap": str(overlap).lower(),
     }
     return [sys.executable, "-m", "skinr1", "rl", "--config", str(ROOT / "skinr1" / "configs" / "demo.yaml"),
             "--skip-sft", "--fresh", *[f"{k}={v}" for k, v in overrides.items()], *w.skinr1_settings]
 
 
 def run_system(system: str, workload, workload_path: Path, out_dir: Path, timeout_s: float, profile: bool) -> dict:
-    from bench_report import skinr1_rows
+    from bench_report import SKINR1_SYSTEMS, skinr1_rows
 
     out = out_dir / f"{system}.json"
     log = out_dir / f"{system}.log"
     out.unlink(missing_ok=True)
-    if system == "skinr1":
-        run_dir = out_dir / "skinr1-run"
-        code, peak, tail = run_subprocess(skinr1_command(workload, run_dir), log, timeout_s)
+    if system in SKINR1_SYSTEMS:
+        run_dir, overlap = out_dir / f"{system}-run", system == "skinr1-overlap"
+        code, peak, tail = run_subprocess(skinr1_command(workload, run_dir, overlap), log, timeout_s)
         metrics_path = run_dir / "rl" / "metrics.jsonl"
         metrics = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] if metrics_path.is_file() else []
-        result = {"system": "skinr1", "status": "ok", "steps": skinr1_rows(metrics, workload.group_size)}
-        if code != 0 or len(metrics) < workload.total_steps:
+        result = {"system": system, "status": "ok", "steps": skinr1_rows(metrics[: workload.total_steps], workload.group_size)}
+        if code != 0 or len(metrics) < skinr1_steps(workload, overlap):
             result.update(status="crashed", crashed_at_step=len(metrics) + 1, error=last_error(tail, code))
     else:
         if system == "floor":
@@ -208,7 +223,8 @@ def machine() -> str:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="tiny,medium", help="comma-separated: tiny, medium")
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, run in this order: {', '.join(SYSTEMS)}")
+    parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
+                        help=f"comma-separated, run in this order: {', '.join(SYSTEMS)} (default: all but skinr1-overlap)")
     parser.add_argument("--steps", type=int, default=8, help="measured steps per system")
     parser.add_argument("--warmup", type=int, default=2, help="steps run first and not measured")
     parser.add_argument("--demo-run", type=Path, default=ROOT / "runs" / "demo",

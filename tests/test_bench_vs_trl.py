@@ -45,6 +45,22 @@ def test_ratios_use_the_fastest_trl_mode_that_finished():
     assert r["skinr1_over_floor"] == pytest.approx(3.0)
 
 
+def test_the_overlapped_skinr1_gets_ratios_and_lines_of_its_own():
+    summaries = [
+        summarize({"system": "skinr1", "steps": [_row(6.0)]}, 0),
+        summarize({"system": "skinr1-overlap", "steps": [_row(4.5)]}, 0),
+        summarize({"system": "trl-hf", "steps": [_row(3.0)]}, 0),
+        summarize({"system": "floor", "steps": [_row(5.0)]}, 0),
+    ]
+    r = ratios(summaries)
+    assert r["skinr1_over_best_trl"] == pytest.approx(2.0) and r["overlap_over_best_trl"] == pytest.approx(1.5)
+    assert r["overlap_over_floor"] == pytest.approx(0.9) and r["floor_share_of_overlap"] == pytest.approx(5.0 / 4.5)
+    text = table("tiny", summaries)
+    assert "SkinR1 with one-step overlap / best TRL mode (trl-hf): 1.50x step time" in text
+    assert "SkinR1 with one-step overlap / raw-engine floor: 0.90x" in text
+    assert "| skinr1-overlap | 4.50 |" in text and text.count("in train") == 2
+
+
 def test_table_reports_a_crash_with_its_error():
     summaries = [
         summarize({"system": "skinr1", "steps": [_row(6.0)]}, 0),
