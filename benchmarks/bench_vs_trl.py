@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 SYSTEMS = ("skinr1", "skinr1-overlap", "trl-hf", "trl-vllm", "trl-vllm-patched", "floor")
-DEFAULT_SYSTEMS = ("skinr1", "trl-hf", "trl-vllm", "trl-vllm-patched", "floor")
+DEFAULT_SYSTEMS = tuple(s for s in SYSTEMS if s != "skinr1-overlap")
 """The on-policy systems: each step trains on samples of the policy it updates."""
 
 UNEQUAL = (
