@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, Sequence
 
 from learner.grpo_config import GRPOConfig
 from learner.policy_batch import TrainSample
 
 
 def free_port(address: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((address, 0))
-        return probe.getsockname()[1]
+    return free_ports(1, address)[0]
+
+
+def free_ports(count: int, address: str = "127.0.0.1", avoid: Sequence[int] = ()) -> list[int]:
+    """`count` distinct free ports, none of them in `avoid`. Every probe socket stays bound until all
+    are chosen: probing one port at a time can hand out the same port twice once a probe is closed."""
+    probes: list[socket.socket] = []
+    chosen: list[int] = []
+    try:
+        while len(chosen) < count:
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            probes.append(probe)  # an avoided port stays bound too, so that it is not offered again
+            probe.bind((address, 0))
+            if (port := probe.getsockname()[1]) not in avoid:
+                chosen.append(port)
+        return chosen
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def split_for_ranks(samples: list[TrainSample], ranks: int) -> list[list[TrainSample]]:

@@ -19,6 +19,17 @@ WORKER_NODE_START = (
 )
 
 
+def named_ports(args: Sequence[str]) -> list[int]:
+    """The ports that `ray start` arguments fix (`--port=6379`, `--dashboard-port=8299`, `--address=host:port`)."""
+    ports = []
+    for arg in args:
+        name, _, value = arg.partition("=")
+        value = value.rsplit(":", 1)[-1] if name == "--address" else value
+        if name.endswith("port") or name == "--address":
+            ports += [int(value)] if value.isdigit() else []
+    return ports
+
+
 def ray_cli() -> str:
     return str(Path(sys.executable).with_name("ray"))
 
@@ -28,7 +39,7 @@ def start_node(args: list[str], log: Path, env: dict[str, str], head: bool = Tru
     """`ray start ... --block` in its own session: killing that session stops exactly this node
     (`ray stop` would also stop the test session's own local cluster). Its output goes to `log`;
     `wrap` is a command prefix the node runs under (e.g. a private mount namespace)."""
-    from learner.group import free_port
+    from learner.group import free_ports
 
     env = dict(env)
     launcher = [ray_cli()]
@@ -36,8 +47,10 @@ def start_node(args: list[str], log: Path, env: dict[str, str], head: bool = Tru
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
         launcher = [sys.executable, "-c", WORKER_NODE_START]
         args = [*args, "--node-ip-address=127.0.0.1"]
-    # Fixed default agent ports would collide with the test session's own local cluster.
-    ports = {name: free_port() for name in ("dashboard-agent-listen", "dashboard-agent-grpc", "runtime-env-agent", "metrics-export")}
+    # Fixed default agent ports would collide with the test session's own local cluster; Ray refuses
+    # to start when two of them are equal, or equal to a port the arguments name.
+    agents = ("dashboard-agent-listen", "dashboard-agent-grpc", "runtime-env-agent", "metrics-export")
+    ports = dict(zip(agents, free_ports(len(agents), avoid=named_ports(args))))
     return subprocess.Popen(
         [*wrap, *launcher, "start", *args, "--disable-usage-stats", "--block", "--object-store-memory=400000000",
          *(f"--{name}-port={port}" for name, port in ports.items())],

@@ -4,12 +4,13 @@ unpickler (learner.safe_checkpoint), DeepSpeed's included, and a legit checkpoin
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from learner.group import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,18 +47,12 @@ def test_tensors_and_plain_data_load(tmp_path):
     assert torch.equal(loaded["weights"], torch.arange(3.0)) and loaded["step"] == 7 and loaded["names"] == ["a", "b"]
 
 
-def _free_port() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return str(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [2, 0])
 def test_deepspeed_resume_refuses_planted_pickles_and_resumes_legit_state(tmp_path, stage):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "safe_resume_worker.py"), str(tmp_path), str(stage), _free_port()],
+        [sys.executable, str(ROOT / "tests" / "safe_resume_worker.py"), str(tmp_path), str(stage), str(free_port())],
         capture_output=True, text=True, env=env, timeout=300,
     )
     lines = [line for line in result.stdout.splitlines() if line.split(" ")[0] in ("RESUMED", "REFUSED", "LOADED")]

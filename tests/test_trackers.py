@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from learner.group import free_port
 from skinr1.config.schema import load_run_config
 from skinr1.metrics import MetricsLogger, read_metrics
 from skinr1.trackers import IDS_FILE, open_stage_trackers, publish_report
@@ -38,12 +38,6 @@ def _log_a_stage_and_a_report(config, tmp_path: Path) -> None:
     files[0].write_text(json.dumps(REPORT))
     files[1].write_bytes(b"\x89PNG fake figure")
     publish_report(config, eval_dir, REPORT, files)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------- W&B
@@ -151,7 +145,7 @@ def test_sft_rows_reach_wandb_while_the_stage_runs(tmp_path, monkeypatch):
 def mlflow_server(tmp_path_factory):
     import mlflow  # noqa: F401  (dev extra: never skipped in CI)
     root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
     log = open(root / "server.log", "w")
     server = subprocess.Popen([str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -205,7 +199,7 @@ def test_mlflow_server_receives_the_scalars_params_and_report(tmp_path, mlflow_s
 def test_an_unreachable_tracker_warns_once_and_training_goes_on(tmp_path, caplog):
     import mlflow  # noqa: F401  (dev extra: never skipped in CI)
     config = _config(tmp_path, "logging.trackers=[jsonl,mlflow]",
-                     f"logging.mlflow_tracking_uri=http://127.0.0.1:{_free_port()}", "logging.flush_timeout_s=20")
+                     f"logging.mlflow_tracking_uri=http://127.0.0.1:{free_port()}", "logging.flush_timeout_s=20")
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="skinr1.trackers"):
         with MetricsLogger(config.rl_dir / "metrics.jsonl", trackers=open_stage_trackers(config, config.rl_dir, "rl")) as logger:

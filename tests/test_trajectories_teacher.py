@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
+from learner.group import free_port
 from skinr1.data.records import Record
 from skinr1.trajectories.build import make_job
 from skinr1.trajectories.cache import ResponseCache, request_key
@@ -216,12 +217,6 @@ def test_concurrency_is_bounded(server, tmp_path, context):
 
 
 # --------------------------------------------------------------------------- vLLM end to end
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -242,7 +237,7 @@ def test_teacher_against_vllm_server_rejects_nonsense_and_caches(tiny_model_dir,
     from skinr1.trajectories import run
 
     synthesize(tmp_path / "synthetic", scale=0.05)
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "vllm.log", "w")
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     process = subprocess.Popen(
