@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from statistics import fmean
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 PARTS = ("generate_s", "scoring_s", "reward_s", "train_s", "sync_s", "wait_s")
 """The step breakdown: generation, scoring passes (reference / old log-probs), reward, training, sync, waiting."""
@@ -52,8 +52,19 @@ def best_trl(summaries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return min(done, key=lambda s: s["step_s"]) if done else None
 
 
-SKINR1_SYSTEMS = {"skinr1": "skinr1", "skinr1-overlap": "overlap"}
-"""SkinR1's systems and the prefix of their ratios: `skinr1_over_best_trl`, `overlap_over_floor`, ..."""
+class SkinR1System(NamedTuple):
+    prefix: str
+    """of the system's ratios: `skinr1_over_best_trl`, `overlap_over_floor`, ..."""
+    label: str
+    """its name in the ratio lines"""
+    caveat: str = ""
+    """said after its speed ratio to TRL"""
+
+
+SKINR1_SYSTEMS = {
+    "skinr1": SkinR1System("skinr1", "SkinR1"),
+    "skinr1-overlap": SkinR1System("overlap", "SkinR1 with one-step overlap", "; one policy version behind"),
+}
 
 
 def ratios(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -62,7 +73,7 @@ def ratios(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     by_name = {s["system"]: s for s in summaries}
     floor, trl = by_name.get("floor"), best_trl(summaries)
     out: dict[str, Any] = {"best_trl": trl["system"] if trl else None}
-    for system, prefix in SKINR1_SYSTEMS.items():
+    for system, (prefix, *_) in SKINR1_SYSTEMS.items():
         skinr1 = by_name.get(system)
         if not (skinr1 and skinr1.get("step_s") and skinr1["status"] == "ok"):
             continue
@@ -98,16 +109,14 @@ def table(size: str, summaries: Sequence[dict[str, Any]]) -> str:
     errors = [f"- {s['system']}: {s['status']}: {s.get('error')}" for s in summaries if s["status"] != "ok"]
     r = ratios(summaries)
     lines.append("")
-    if "skinr1_over_best_trl" in r:
-        lines.append(f"SkinR1 / best TRL mode ({r['best_trl']}): {r['skinr1_over_best_trl']:.2f}x step time "
-                     f"({1 / r['skinr1_over_best_trl']:.2f}x its speed)")
-    else:
-        lines.append("SkinR1 / best TRL mode: n/a (no TRL mode or SkinR1 finished)")
-    if "overlap_over_best_trl" in r:
-        lines.append(f"SkinR1 with one-step overlap / best TRL mode ({r['best_trl']}): {r['overlap_over_best_trl']:.2f}x "
-                     f"step time ({1 / r['overlap_over_best_trl']:.2f}x its speed; one policy version behind)")
-    for prefix, name in (("skinr1", "SkinR1"), ("overlap", "SkinR1 with one-step overlap")):
+    for prefix, label, caveat in SKINR1_SYSTEMS.values():
+        if f"{prefix}_over_best_trl" in r:
+            over = r[f"{prefix}_over_best_trl"]
+            lines.append(f"{label} / best TRL mode ({r['best_trl']}): {over:.2f}x step time ({1 / over:.2f}x its speed{caveat})")
+        elif prefix == "skinr1":
+            lines.append("SkinR1 / best TRL mode: n/a (no TRL mode or SkinR1 finished)")
+    for prefix, label, _ in SKINR1_SYSTEMS.values():
         if f"{prefix}_over_floor" in r:
-            lines.append(f"{name} / raw-engine floor: {r[f'{prefix}_over_floor']:.2f}x step time "
+            lines.append(f"{label} / raw-engine floor: {r[f'{prefix}_over_floor']:.2f}x step time "
                          f"(the floor is {100 * r[f'floor_share_of_{prefix}']:.0f}% of its step)")
     return "\n".join(lines + ([""] + errors if errors else []))

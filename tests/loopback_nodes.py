@@ -24,9 +24,9 @@ def named_ports(args: Sequence[str]) -> list[int]:
     ports = []
     for arg in args:
         name, _, value = arg.partition("=")
-        value = value.rsplit(":", 1)[-1] if name == "--address" else value
-        if name.endswith("port") or name == "--address":
-            ports += [int(value)] if value.isdigit() else []
+        port = value.rsplit(":", 1)[-1]  # `host:port` for --address, the port itself otherwise
+        if (name.endswith("-port") or name == "--address") and port.isdigit():
+            ports.append(int(port))
     return ports
 
 
