@@ -46,8 +46,9 @@ def generate(llm, requests, workload, blocked: list[int], seed: int):
     images = PolicySettings()
     sampling = SamplingSettings(group_size=workload.group_size, temperature=workload.temperature, max_tokens=workload.max_tokens)
     prompts = [{"prompt": r.prompt, "multi_modal_data": {"image": images.load_image(r.image)}} for r in requests]
-    params = [vllm_sampling_params(sampling, blocked, request_seed(seed, r.prompt_id)) for r in requests]
-    return [to_samples(output) for output in llm.generate(prompts, params, use_tqdm=False)]
+    params = [vllm_sampling_params(sampling, blocked, request_seed(seed, r.prompt_id), detokenize=False) for r in requests]
+    tokenizer = llm.get_tokenizer()
+    return [to_samples(output, tokenizer) for output in llm.generate(prompts, params, use_tqdm=False)]
 
 
 def train_samples_of(requests, completions, workload, scorer):

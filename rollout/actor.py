@@ -40,8 +40,8 @@ class RolloutWorker:
         self.name = name
         self.settings = settings
         self.llm = build_llm(cached_model(model), settings)
-        tokenizer = self.llm.get_tokenizer()
-        self.blocked_token_ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_SPECIAL_TOKENS]
+        self.tokenizer = self.llm.get_tokenizer()
+        self.blocked_token_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in VISION_SPECIAL_TOKENS]
         self.version = 0
         self.lora_request = None
         # Made at the first adapter sync only: merged and full-weight syncs never stage files, and
@@ -55,14 +55,16 @@ class RolloutWorker:
         images = self.settings.images()
         prompts = [{"prompt": request.prompt, "multi_modal_data": {"image": images.load_image(request.image)}}
                    for request in requests]
-        params = [vllm_sampling_params(sampling, self.blocked_token_ids, request_seed(seed, request.prompt_id), n)
+        # Texts are decoded here, once per completion, not token by token in vLLM's client.
+        params = [vllm_sampling_params(sampling, self.blocked_token_ids, request_seed(seed, request.prompt_id), n,
+                                       detokenize=False)
                   for request in requests]
         outputs = self.llm.generate(prompts, params, lora_request=self.lora_request, use_tqdm=False)
         return [
             RolloutResult(
                 prompt_id=request.prompt_id,
                 prompt_token_ids=list(output.prompt_token_ids or []),
-                samples=to_samples(output),
+                samples=to_samples(output, self.tokenizer),
                 policy_version=self.version,
                 actor=self.name,
                 metadata=request.metadata,

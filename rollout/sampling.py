@@ -86,7 +86,12 @@ def request_seed(call_seed: int | None, prompt_id: str) -> int | None:
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF  # vLLM seeds a torch.Generator: keep it in int32
 
 
-def vllm_sampling_params(settings: SamplingSettings, blocked_token_ids: list[int], seed: int | None, n: int | None = None):
+def vllm_sampling_params(settings: SamplingSettings, blocked_token_ids: list[int], seed: int | None,
+                         n: int | None = None, detokenize: bool = True):
+    """vLLM's sampling parameters for one prompt. `detokenize=False` leaves the text to the caller
+    (`to_samples` with a tokenizer): vLLM's client process then decodes neither each new token
+    incrementally nor the text of each returned log-prob, Python work per generated token that
+    competes with the engine for the CPU (the README's "Decoding once per completion")."""
     from vllm import SamplingParams
 
     return SamplingParams(
@@ -98,11 +103,21 @@ def vllm_sampling_params(settings: SamplingSettings, blocked_token_ids: list[int
         seed=seed,
         logit_bias={token: BLOCKED_LOGIT_BIAS for token in blocked_token_ids},
         skip_special_tokens=True,
+        detokenize=detokenize,
     )
 
 
-def to_samples(request_output) -> list[Sample]:
-    """Extract per-token log-probs of the sampled tokens from a vLLM RequestOutput."""
+def completion_text(tokenizer, token_ids: list[int]) -> str:
+    """The text of a completion decoded in one call, as vLLM's incremental detokenizer gives it:
+    special tokens skipped, and the bytes of a character cut off by the length limit left out
+    (a one-call decode turns them into U+FFFD; the incremental one holds them back for a next
+    token that never comes)."""
+    return tokenizer.decode(token_ids, skip_special_tokens=True).rstrip("\ufffd")
+
+
+def to_samples(request_output, tokenizer=None) -> list[Sample]:
+    """Extract per-token log-probs of the sampled tokens from a vLLM RequestOutput; `tokenizer`
+    decodes the text of requests sampled with `detokenize=False` (None: vLLM's text)."""
     samples = []
     for completion in request_output.outputs:
         token_ids = list(completion.token_ids)
@@ -113,5 +128,6 @@ def to_samples(request_output) -> list[Sample]:
             logprobs.append(value if math.isfinite(value) else -1e4)
         if len(logprobs) != len(token_ids):
             raise RuntimeError("vLLM returned log-probs for fewer tokens than it sampled")
-        samples.append(Sample(completion.text, token_ids, logprobs, str(completion.finish_reason)))
+        text = completion.text if tokenizer is None else completion_text(tokenizer, token_ids)
+        samples.append(Sample(text, token_ids, logprobs, str(completion.finish_reason)))
     return samples

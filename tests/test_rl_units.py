@@ -114,6 +114,21 @@ def test_each_prompt_gets_its_own_sampling_seed():
     assert request_seed(None, "3:a") is None
 
 
+def test_completion_text_decodes_as_the_engine_would(tiny_model_dir):
+    """Texts decoded once per completion (rollout actors sample with detokenize=False): special
+    tokens skipped, a character whose bytes the length limit cut off left out, a whole one kept."""
+    from rollout.sampling import completion_text
+    from skinr1.models.loading import load_processor
+
+    tokenizer = load_processor(str(tiny_model_dir)).tokenizer
+    words = tokenizer("a naevus")["input_ids"]
+    first_byte, second_byte = tokenizer.convert_tokens_to_ids(["Ã", "©"])  # the two bytes of "é"
+    assert completion_text(tokenizer, words + [tokenizer.eos_token_id]) == "a naevus"
+    assert completion_text(tokenizer, words + [first_byte]) == "a naevus"
+    assert completion_text(tokenizer, words + [first_byte, second_byte]) == "a naevusé"
+    assert completion_text(tokenizer, [first_byte, second_byte] + words) == "éa naevus"
+
+
 def _result(finish_reasons, lengths):
     from rollout.sampling import RolloutResult, Sample
 

@@ -99,3 +99,27 @@ def test_rollout_logprobs_are_those_of_the_tempered_distribution(pool, tiny_mode
     tempered, untempered = statistics.fmean(gaps[temperature]), statistics.fmean(gaps[1.0])
     assert tempered < 1e-3, (tempered, untempered)
     assert untempered > 10 * tempered, (tempered, untempered)  # the check can tell the two apart
+
+
+def test_rollout_texts_are_those_of_the_engines_detokenizer(pool, tiny_model_dir, tmp_path):
+    """Rollout actors sample with detokenize=False and decode each completion once: for the same
+    seeded samples, the texts are those vLLM's incremental detokenizer gives, truncated ones too."""
+    import ray
+
+    from rollout.sampling import SamplingSettings, request_seed, vllm_sampling_params
+
+    requests = _requests(tiny_model_dir, tmp_path, 8)
+    sampling = SamplingSettings(group_size=4, temperature=1.0, max_tokens=24)
+    results = pool.generate(requests, sampling, seed=5)
+
+    def detokenized_by_vllm(worker, requests):
+        images = worker.settings.images()
+        prompts = [{"prompt": r.prompt, "multi_modal_data": {"image": images.load_image(r.image)}} for r in requests]
+        params = [vllm_sampling_params(sampling, worker.blocked_token_ids, request_seed(5, r.prompt_id)) for r in requests]
+        outputs = worker.llm.generate(prompts, params, lora_request=worker.lora_request, use_tqdm=False)
+        return [[(list(c.token_ids), c.text) for c in output.outputs] for output in outputs]
+
+    [actor] = pool.actors.values()
+    expected = ray.get(actor.__ray_call__.remote(detokenized_by_vllm, requests))
+    assert [[(s.token_ids, s.text) for s in r.samples] for r in results] == expected
+    assert any(s.finish_reason == "length" for r in results for s in r.samples)  # truncated ones are among them
