@@ -2,12 +2,12 @@
 
     python benchmarks/floor_runner.py WORKLOAD.json OUT.json [--profile PROFILE.txt]
 
-In one process: a vLLM engine built as SkinR1's rollout actors build theirs generates the step's
-completions (the same sampling parameters), then a plain PyTorch LoRA policy runs the learner's
-work on exactly those samples: the reference (KL) pass, one forward/backward per micro-batch and
-one AdamW update. No Ray, no DeepSpeed, no weight sync, no reward actor (the reward is scored
-in-process and counted apart). `--profile` runs cProfile over the learner part of the measured steps
-and writes the top functions (where SkinR1's learner spends its time, outside Ray's actors).
+In one process: a SkinR1 rollout worker (the actors' class, without Ray around it) generates the
+step's completions, then a plain PyTorch LoRA policy runs the learner's work on exactly those
+samples: the reference (KL) pass, one forward/backward per micro-batch and one AdamW update. No
+Ray, no DeepSpeed, no weight sync, no reward actor (the reward is scored in-process and counted
+apart). `--profile` runs cProfile over the learner part of the measured steps and writes the top
+functions (where SkinR1's learner spends its time, outside Ray's actors).
 """
 
 from __future__ import annotations
@@ -39,16 +39,12 @@ def build_requests(workload, tokenizer, step: int):
     return requests
 
 
-def generate(llm, requests, workload, blocked: list[int], seed: int):
-    from rollout.sampling import SamplingSettings, request_seed, to_samples, vllm_sampling_params
-    from skinr1.models.settings import PolicySettings
+def generate(worker, requests, workload, seed: int):
+    """The step's completions from an in-process rollout worker: the actors' own generation code."""
+    from rollout.sampling import SamplingSettings
 
-    images = PolicySettings()
     sampling = SamplingSettings(group_size=workload.group_size, temperature=workload.temperature, max_tokens=workload.max_tokens)
-    prompts = [{"prompt": r.prompt, "multi_modal_data": {"image": images.load_image(r.image)}} for r in requests]
-    params = [vllm_sampling_params(sampling, blocked, request_seed(seed, r.prompt_id), detokenize=False) for r in requests]
-    tokenizer = llm.get_tokenizer()
-    return [to_samples(output, tokenizer) for output in llm.generate(prompts, params, use_tqdm=False)]
+    return [result.samples for result in worker.generate(requests, sampling, seed)]
 
 
 def train_samples_of(requests, completions, workload, scorer):
@@ -122,21 +118,21 @@ def run(workload_path: str, out_path: str, profile_path: str | None = None) -> d
     from bench_workload import Workload
     from rewards.config import RewardConfig
     from rewards.scoring import RewardScorer
-    from rollout.engine import EngineSettings, build_llm
-    from rollout.sampling import VISION_SPECIAL_TOKENS
+    from rollout.actor import RolloutWorker
+    from rollout.engine import EngineSettings
 
     workload = Workload.load(workload_path)
-    llm = build_llm(workload.model, EngineSettings(max_model_len=workload.max_model_len, dtype="float32", seed=workload.seed))
+    worker = RolloutWorker("floor", workload.model,
+                           EngineSettings(max_model_len=workload.max_model_len, dtype="float32", seed=workload.seed))
     learner = Learner(workload)
     tokenizer = learner.processor.tokenizer
-    blocked = [tokenizer.convert_tokens_to_ids(t) for t in VISION_SPECIAL_TOKENS]
     scorer = RewardScorer(RewardConfig(mode="open"))
     profiler = cProfile.Profile() if profile_path else None
     rows = []
     for step in range(workload.total_steps):
         requests = build_requests(workload, tokenizer, step)
         started = time.perf_counter()
-        completions = generate(llm, requests, workload, blocked, seed=workload.seed * 100003 + step)
+        completions = generate(worker, requests, workload, seed=workload.seed * 100003 + step)
         generated = time.perf_counter()
         samples = train_samples_of(requests, completions, workload, scorer)
         rewarded = time.perf_counter()
@@ -151,6 +147,7 @@ def run(workload_path: str, out_path: str, profile_path: str | None = None) -> d
                      "train_s": parts["train_s"] + parts["encode_s"], "encode_s": parts["encode_s"], "sync_s": 0.0,
                      "samples": len(samples), "trained_samples": len(samples),
                      "tokens": sum(len(s.completion_ids) for s in samples)})
+    worker.shutdown()
     result = {"system": "floor", "status": "ok", "steps": rows}
     if profiler is not None:
         text = io.StringIO()
