@@ -119,11 +119,13 @@ def run(workload_path: str, out_path: str, profile_path: str | None = None) -> d
     from rewards.config import RewardConfig
     from rewards.scoring import RewardScorer
     from rollout.actor import RolloutWorker
-    from rollout.engine import EngineSettings
+    from rollout.engine import EngineSettings, engine_core_in_process
 
     workload = Workload.load(workload_path)
-    worker = RolloutWorker("floor", workload.model,
-                           EngineSettings(max_model_len=workload.max_model_len, dtype="float32", seed=workload.seed))
+    # The engine core where SkinR1's rollout actors run theirs by default (this process serves one engine).
+    engine = EngineSettings(max_model_len=workload.max_model_len, dtype="float32", seed=workload.seed,
+                            engine_core_in_process=engine_core_in_process("auto"))
+    worker = RolloutWorker("floor", workload.model, engine)
     learner = Learner(workload)
     tokenizer = learner.processor.tokenizer
     scorer = RewardScorer(RewardConfig(mode="open"))

@@ -15,6 +15,8 @@ from skinr1.config.checks import SettingError, at_least, one_of, within
 
 
 LOGPROBS_MODES = ("processed_logprobs", "raw_logprobs")
+ENGINE_CORE_PLACES = ("auto", "in_process", "subprocess")
+MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 _CPU_LIST = re.compile(r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*")
 
 
@@ -66,6 +68,12 @@ class EngineSettings:
     biases the importance weights and the rollout/learner gap at any temperature other than 1."""
     worker_extension_cls: str | None = None
     """Dotted path of a worker extension (weight sync for full fine-tuning)."""
+    engine_core_in_process: bool = False
+    """Run vLLM's engine core (scheduler and model runner) in the process that builds the engine
+    (vLLM's VLLM_ENABLE_V1_MULTIPROCESSING=0) instead of in processes of its own (vLLM's default).
+    Only for a process that serves this one engine, such as a rollout actor: vLLM then freezes its
+    environment settings and replaces `torch.set_num_threads` in that process. See
+    rl.rollout.engine_core for what it saves."""
     trust_remote_code: bool = False
     """Never load code from a checkpoint unless explicitly asked for."""
 
@@ -134,10 +142,21 @@ def engine_kwargs(model: str, settings: EngineSettings) -> dict[str, Any]:
     return kwargs
 
 
+def engine_core_in_process(place: str) -> bool:
+    """Where an engine's core runs for a setting of rl.rollout.engine_core: "auto" is in the
+    calling process on CPU (measured faster and leaner there: README, "Engine processes") and in a
+    process of its own on GPUs, vLLM's default, which overlaps scheduling with the model's work."""
+    one_of("engine_core", place, ENGINE_CORE_PLACES)
+    return place == "in_process" or (place == "auto" and on_cpu())
+
+
 def prepare_engine_process(settings: EngineSettings) -> None:
     """What every process must do before it imports vLLM to build an engine."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gib))
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", settings.cpu_threads_bind)
+    # Set either way, not by default: the setting decides, whatever an engine built earlier in this
+    # process or the environment Ray started the process with left behind.
+    os.environ[MULTIPROCESSING_ENV] = "0" if settings.engine_core_in_process else "1"
     from skinr1.versions import check_versions
 
     check_versions(need_vllm=True)

@@ -123,3 +123,36 @@ def test_rollout_texts_are_those_of_the_engines_detokenizer(pool, tiny_model_dir
     expected = ray.get(actor.__ray_call__.remote(detokenized_by_vllm, requests))
     assert [[(s.token_ids, s.text) for s in r.samples] for r in results] == expected
     assert any(s.finish_reason == "length" for r in results for s in r.samples)  # truncated ones are among them
+
+
+def test_an_engine_core_in_the_actor_samples_what_its_own_process_samples(pool, tiny_model_dir, tmp_path):
+    """rl.rollout.engine_core=in_process (the default on CPU): the actor runs vLLM's engine core
+    itself, with no process under it, and draws the same tokens with the same log-probs for the same
+    seeds as the module's pool, whose engine core runs in processes of its own (vLLM's default)."""
+    import psutil
+    import ray
+
+    from rollout.actor import RolloutWorker
+    from rollout.engine import EngineSettings
+    from rollout.sampling import SamplingSettings
+
+    requests = _requests(tiny_model_dir, tmp_path, 6)
+    sampling = SamplingSettings(group_size=4, temperature=1.0, max_tokens=24)
+    [own_process] = pool.actors.values()
+    # A rollout actor as the pool starts one (one CPU), beside the pool rather than in it.
+    in_actor = ray.remote(RolloutWorker).options(num_cpus=1).remote(
+        "in-process", str(tiny_model_dir), EngineSettings(max_model_len=512, seed=0, engine_core_in_process=True))
+    try:
+        children = [psutil.Process(ray.get(actor.info.remote())["pid"]).children(recursive=True)
+                    for actor in (own_process, in_actor)]
+        assert children[0] and not children[1], children
+        expected = pool.generate(requests, sampling, seed=13)
+        results = ray.get(in_actor.generate.remote(requests, sampling, 13))
+    finally:
+        ray.get(in_actor.shutdown.remote())
+        ray.kill(in_actor)
+    assert [[s.token_ids for s in r.samples] for r in results] == [[s.token_ids for s in r.samples] for r in expected]
+    for got, want in zip(results, expected):
+        for sample, reference in zip(got.samples, want.samples):
+            assert sample.logprobs == pytest.approx(reference.logprobs, abs=1e-5)
+            assert sample.text == reference.text

@@ -66,6 +66,7 @@ class RLRuntime:
 
 
 def rl_settings(config) -> RLRuntime:
+    from rollout.engine import engine_core_in_process
     from rollout.weight_update import EXTENSION
 
     rl, policy = config.rl, policy_settings(config)
@@ -78,6 +79,7 @@ def rl_settings(config) -> RLRuntime:
         enforce_eager=rl.rollout.enforce_eager,
         tensor_parallel_size=rl.rollout.tensor_parallel_size,
         cpu_threads_bind=rl.rollout.cpu_threads_bind,
+        engine_core_in_process=engine_core_in_process(rl.rollout.engine_core),
         enable_lora=adapters,
         max_lora_rank=rl.learner.lora.rank,
         worker_extension_cls=None if adapters else EXTENSION,
