@@ -154,8 +154,9 @@ def prepare_engine_process(settings: EngineSettings) -> None:
     """What every process must do before it imports vLLM to build an engine."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gib))
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", settings.cpu_threads_bind)
-    # Set either way, not by default: the setting decides, whatever an engine built earlier in this
-    # process or the environment Ray started the process with left behind.
+    # Set either way, not by default: the setting decides, not a value the environment Ray started
+    # the process with carries. (An in-process engine freezes vLLM's settings for the rest of its
+    # process: hence one engine per such process.)
     os.environ[MULTIPROCESSING_ENV] = "0" if settings.engine_core_in_process else "1"
     from skinr1.versions import check_versions
 
