@@ -23,8 +23,12 @@ def test_vllm_prompt_lengths_match_the_learner(tmp_path):
     model = build_tiny_model(tmp_path / "model", TinyModelSpec.with_real_pixels())
     config = _capped_config()
     runtime = derive.rl_settings(config)
-    # The rollout engine exactly as GRPO derives it, minus the weight-sync extension (nothing syncs here).
-    engine = dataclasses.replace(runtime.engine, worker_extension_cls=None, enable_lora=False)
+    # The rollout engine exactly as GRPO derives it, minus the weight-sync extension (nothing syncs
+    # here) and with its engine core in processes of its own: this test process is no rollout actor
+    # (an in-process engine would keep vLLM's settings frozen for the tests after it, and vLLM's
+    # kernel registration trips over proxies that other tests' imports leave in this process).
+    engine = dataclasses.replace(runtime.engine, worker_extension_cls=None, enable_lora=False,
+                                 engine_core_in_process=False)
     assert (engine.max_pixels, engine.dtype) == (CAP, "float32")
     processor = runtime.policy.load_processor(model)
     llm = build_llm(str(model), engine)
