@@ -74,8 +74,8 @@ def test_bad_engine_core_place_is_refused_naming_the_key(value):
 
 @pytest.mark.parametrize("leftover", [None, "0", "1"])
 def test_the_setting_decides_where_the_engine_core_runs_whatever_the_environment_says(monkeypatch, leftover):
-    """Set both ways: a value left by an earlier engine of the process, or by the environment Ray
-    started the actor with, never decides in the setting's place."""
+    """Set both ways: a value the environment Ray started the actor with carries never decides in
+    the setting's place."""
     for in_process, expected in ((True, "0"), (False, "1")):
         monkeypatch.setenv(MULTIPROCESSING_ENV, "")
         monkeypatch.delenv(MULTIPROCESSING_ENV)
