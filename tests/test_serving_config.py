@@ -38,6 +38,14 @@ def test_every_serving_setting_is_validated_by_name(key, value):
         ServeConfig(**{key: value})
 
 
+def test_a_served_engine_refuses_an_in_process_engine_core():
+    from skinr1.config.loader import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="engine.engine_core_in_process must be false"):
+        load_config(ServeConfig, None, ["engine.engine_core_in_process=true"])
+    assert load_config(ServeConfig, None, ["engine.engine_core_in_process=false"]).engine.engine_core_in_process is False
+
+
 def test_a_replica_decodes_one_large_image_per_reserved_cpu():
     assert ServeConfig().replica_decode_concurrency == 1
     assert ServeConfig(cpus_per_replica=0.5).replica_decode_concurrency == 1

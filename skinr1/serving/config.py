@@ -172,6 +172,11 @@ def settings_errors(config: ServeConfig) -> list[str]:
     need(config.max_tokens >= 1, "max_tokens", ">= 1")
     need(_finite(config.temperature) and config.temperature >= 0, "temperature", ">= 0")
     need(1 <= config.max_choices <= 16, "max_choices", "in 1..16")
+    if config.engine.engine_core_in_process:
+        # vLLM's async engine always runs its core in processes of its own; the in-process core is
+        # only for `vllm.LLM` in a process serving one engine (a rollout actor).
+        errors.append("engine.engine_core_in_process must be false: a served engine (vLLM's AsyncLLMEngine) "
+                      "always runs its engine core in a process of its own")
     return errors
 
 
