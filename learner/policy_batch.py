@@ -6,10 +6,15 @@ completion token ids vLLM sampled. Token counts and image features therefore alw
 the image-token count equals vLLM's when both see the same `PolicySettings` (the processor built
 with its pixel bounds, the image resized to them).
 
-A group's G completions share one prompt and one image: the processor runs once per (prompt,
-image) of a step (`PromptCache`), and the vision tower once per distinct image of a micro-batch
-(its features are reused for every row showing it). Logits and log-softmax are computed only from
-the first completion position on, never over the prompt and image tokens before it.
+A group's G completions share one prompt and one image, and the forward pass shares them too:
+the processor runs once per (prompt, image) of a step (`PromptCache`); in a micro-batch, each
+distinct prompt (with its image) goes through the vision tower and the language model once, and
+its G completions continue from its keys and values (`token_logprobs_and_entropy`). Per group
+that is P + G x C tokens instead of G x (P + C): with a prompt of a few hundred image and text
+tokens and G = 4, most of a plain forward's work was the same prompt four times. The gradient
+through a shared prompt is the sum over its completions, as with one copy per row; with LoRA
+dropout, a group's completions see one dropout draw on their shared prompt instead of one each.
+Logits and log-softmax are computed for completion tokens only.
 
 Tensors are built on the CPU; the learner moves them to its engine's device (`learner.devices`).
 """
@@ -70,113 +75,154 @@ def cached_prompt(processor, sample: TrainSample, settings, prompts: PromptCache
 
 
 def encode_batch(processor, samples: list[TrainSample], settings=None, prompts: PromptCache | None = None) -> dict[str, Any]:
-    """Right-padded input_ids, a completion mask, image tensors and per-token rollout log-probs
-    (CPU tensors). `settings` (`PolicySettings`) resizes the images as every other stage does;
-    None loads them unresized (the processor's own bounds apply). `prompts` keeps processed
-    prompts across calls (pass one dict for all micro-batches of a step); without it each distinct
-    (prompt, image) of this batch is processed once.
+    """A micro-batch as CPU tensors: each distinct (prompt, image) once, and each row's completion.
+    `settings` (`PolicySettings`) resizes the images as every other stage does; None loads them
+    unresized (the processor's own bounds apply). `prompts` keeps processed prompts across calls
+    (pass one dict for all micro-batches of a step).
 
-    The pixels of each distinct image are held once, in `images` (with, per row, which image it
-    is): a group's G rows share one image, and a copy per row would be G times the bytes moved to
-    the device. `model_inputs` holds everything else (`image_grid_thw` per row: the rotary
-    positions need it); `per_row_inputs` builds the inputs of a plain `model(**inputs)`.
-    `first_target` is the first position whose next-token log-prob a completion needs."""
+    - "prompts": the distinct prompts, left-padded (so each ends at the last column, where the
+      first completion token is predicted), with their image tokens' types, images and grids;
+    - "rows": which prompt each row continues;
+    - "targets", "completion_attention", "mask", "rollout_logprobs": [rows, completion tokens],
+      right-padded: the completion ids, 1 on real tokens, the sample's weight on real tokens (0 for
+      padding samples), and the sampling engine's log-prob of each token;
+    - "advantages": one per row.
+    Log-probs (`token_logprobs`) come in the same [rows, completion tokens] layout."""
     import torch
 
     from skinr1.models.settings import PolicySettings
 
     settings = settings or PolicySettings()
     prompts = {} if prompts is None else prompts
-    rows, completion_starts, type_rows, encoded_prompts = [], [], [], []
+    distinct: dict[int, int] = {}  # id(EncodedPrompt) -> its index among this batch's prompts
+    unique: list[EncodedPrompt] = []
+    rows: list[int] = []
     for sample in samples:
         prompt = cached_prompt(processor, sample, settings, prompts)
-        encoded_prompts.append(prompt)
-        completion_starts.append(len(prompt.ids))
-        rows.append(prompt.ids + list(sample.completion_ids))
-        type_rows.append(prompt.token_types + [0] * len(sample.completion_ids))
-    width = max(len(r) for r in rows)
-    pad = processor.tokenizer.pad_token_id
-    batch = len(rows)
-    input_ids = torch.full((batch, width), pad, dtype=torch.long)
-    attention_mask = torch.zeros((batch, width), dtype=torch.long)
-    token_types = torch.zeros((batch, width), dtype=torch.long)
-    # Targets are shifted by one: position t predicts token t + 1.
-    completion_mask = torch.zeros((batch, width - 1), dtype=torch.float32)
-    rollout_logprobs = torch.zeros((batch, width - 1), dtype=torch.float32)
-    for i, (row, start, sample) in enumerate(zip(rows, completion_starts, samples)):
-        input_ids[i, : len(row)] = torch.tensor(row)
-        attention_mask[i, : len(row)] = 1
-        token_types[i, : len(row)] = torch.tensor(type_rows[i])
-        n = len(sample.completion_ids)
-        completion_mask[i, start - 1 : start - 1 + n] = sample.weight
-        rollout_logprobs[i, start - 1 : start - 1 + n] = torch.tensor(sample.rollout_logprobs, dtype=torch.float32)
-    distinct: dict[int, int] = {}  # id(EncodedPrompt) -> index among this batch's distinct images
-    image_rows, unique = [], []
-    for prompt in encoded_prompts:
         if id(prompt) not in distinct:
             distinct[id(prompt)] = len(unique)
             unique.append(prompt)
-        image_rows.append(distinct[id(prompt)])
+        rows.append(distinct[id(prompt)])
+    pad = processor.tokenizer.pad_token_id
+    prompt_width = max(len(p.ids) for p in unique)
+    prompt_ids = torch.full((len(unique), prompt_width), pad, dtype=torch.long)
+    prompt_attention = torch.zeros((len(unique), prompt_width), dtype=torch.long)
+    token_types = torch.zeros((len(unique), prompt_width), dtype=torch.long)
+    for i, prompt in enumerate(unique):
+        offset = prompt_width - len(prompt.ids)
+        prompt_ids[i, offset:] = torch.tensor(prompt.ids)
+        prompt_attention[i, offset:] = 1
+        token_types[i, offset:] = torch.tensor(prompt.token_types)
+    width = max(1, max(len(s.completion_ids) for s in samples))
+    targets = torch.full((len(samples), width), pad, dtype=torch.long)
+    completion_attention = torch.zeros((len(samples), width), dtype=torch.long)
+    mask = torch.zeros((len(samples), width), dtype=torch.float32)
+    rollout_logprobs = torch.zeros((len(samples), width), dtype=torch.float32)
+    for i, sample in enumerate(samples):
+        n = len(sample.completion_ids)
+        targets[i, :n] = torch.tensor(sample.completion_ids, dtype=torch.long)
+        completion_attention[i, :n] = 1
+        mask[i, :n] = sample.weight
+        rollout_logprobs[i, :n] = torch.tensor(sample.rollout_logprobs, dtype=torch.float32)
     return {
-        "model_inputs": {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
+        "prompts": {
+            "input_ids": prompt_ids,
+            "attention_mask": prompt_attention,
             "mm_token_type_ids": token_types,
-            "image_grid_thw": torch.cat([p.image_grid_thw for p in encoded_prompts]),
-        },
-        "images": {
             "pixel_values": torch.cat([p.pixel_values for p in unique]),
             "image_grid_thw": torch.cat([p.image_grid_thw for p in unique]),
-            "rows": torch.tensor(image_rows, dtype=torch.long),
         },
-        "first_target": min(completion_starts) - 1,
-        "targets": input_ids[:, 1:],
-        "mask": completion_mask,
+        "rows": torch.tensor(rows, dtype=torch.long),
+        "targets": targets,
+        "completion_attention": completion_attention,
+        "mask": mask,
         "rollout_logprobs": rollout_logprobs,
         "advantages": torch.tensor([s.advantage for s in samples], dtype=torch.float32),
     }
 
 
-def per_row_inputs(encoded: dict[str, Any]) -> dict[str, Any]:
-    """The model inputs with each row's own copy of its image's pixels: what a plain
-    `model(**inputs)` forward takes (the learner's forward shares one vision pass instead)."""
-    import torch
-
-    images = encoded["images"]
-    patches = torch.split(images["pixel_values"], images["image_grid_thw"].prod(dim=1).tolist())
-    return {**encoded["model_inputs"], "pixel_values": torch.cat([patches[i] for i in images["rows"].tolist()])}
-
-
 def token_logprobs(model, encoded: dict[str, Any], temperature: float):
-    """Log-probs of every next token under `model` ([batch, tokens - 1])."""
+    """Log-probs of every completion token under `model` ([rows, completion tokens])."""
     return token_logprobs_and_entropy(model, encoded, temperature)[0]
 
 
 def token_logprobs_and_entropy(model, encoded: dict[str, Any], temperature: float):
-    """Log-probs of every next token under `model` and the detached entropy of each position
-    (both [batch, tokens - 1]), from one forward pass.
+    """Log-probs of every completion token under `model` and the detached entropy of the
+    distribution each was drawn from (both [rows, completion tokens]), from one forward pass of
+    each distinct prompt and one of the completions that continue it.
 
-    Only positions from `first_target` on (where completions start) go through the LM head and
-    the log-softmax; earlier positions, prompt and image tokens that no loss reads, hold 0."""
-    import torch.nn.functional as F
+    The prompt pass keeps its keys and values (and its last position's logits: the first
+    completion token's distribution); they are copied to each row continuing that prompt, and the
+    completions run on top, at the rotary positions that follow their prompt's."""
+    import torch
 
     from learner.grpo import logprobs_and_entropy
 
-    first = encoded.get("first_target", 0)
-    inputs = {**encoded["model_inputs"], "mm_encoder_outputs": {"image": shared_image_features(model, encoded["images"])}}
-    width = inputs["input_ids"].shape[1]
-    # Keeping the last width - first logits and dropping the last one leaves positions first .. width - 2.
-    logits = model(**inputs, logits_to_keep=width - first).logits[:, :-1]
-    logprobs, entropy = logprobs_and_entropy(logits, encoded["targets"][:, first:], temperature)
-    return F.pad(logprobs, (first, 0)), F.pad(entropy, (first, 0))
+    prompts, rows = encoded["prompts"], encoded["rows"]
+    positions, rope_deltas = vision_language_model(model).get_rope_index(
+        prompts["input_ids"], prompts["mm_token_type_ids"], prompts["image_grid_thw"],
+        attention_mask=prompts["attention_mask"])
+    features = image_features(model, prompts["pixel_values"], prompts["image_grid_thw"])
+    prefix = model(input_ids=prompts["input_ids"], attention_mask=prompts["attention_mask"], position_ids=positions,
+                   mm_token_type_ids=prompts["mm_token_type_ids"], image_grid_thw=prompts["image_grid_thw"],
+                   mm_encoder_outputs={"image": features}, use_cache=True, logits_to_keep=1)
+    logits = prefix.logits[rows]  # [rows, 1, vocab]: the first completion token's distribution
+    targets = encoded["targets"]
+    if targets.shape[1] > 1:
+        cache = prefix.past_key_values
+        cache.reorder_cache(rows)  # one copy of its prompt's keys and values per row (differentiable)
+        # Text after the prompt continues at (attended prompt tokens + the prompt's rope delta).
+        first = (prompts["attention_mask"].sum(dim=1, keepdim=True) + rope_deltas)[rows]
+        steps = torch.arange(targets.shape[1] - 1, device=targets.device)
+        completion_positions = (first + steps).unsqueeze(0).expand(3, -1, -1)
+        # The last completion token predicts nothing that is scored: it is never an input.
+        attention = torch.cat([prompts["attention_mask"][rows], encoded["completion_attention"][:, :-1]], dim=1)
+        continued = model(input_ids=targets[:, :-1], attention_mask=attention, position_ids=completion_positions,
+                          past_key_values=cache, use_cache=True)
+        logits = torch.cat([logits, continued.logits], dim=1)
+    return logprobs_and_entropy(logits, targets, temperature)
 
 
-def shared_image_features(model, images: dict[str, Any]):
-    """The vision tower's features of each distinct image, computed once and handed to every row
-    that shows it (a `BaseModelOutputWithPooling` for the model's `mm_encoder_outputs`). The
-    gradient of a shared feature is the sum over its rows, as with one vision pass per row."""
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-
+def vision_language_model(model):
+    """The Qwen2.5-VL backbone (rotary index, vision tower) inside a DeepSpeed engine and a PEFT wrapper."""
     inner = getattr(model, "module", model)  # a DeepSpeed engine wraps the (PEFT) model
-    per_image = inner.get_image_features(images["pixel_values"], images["image_grid_thw"], return_dict=True).pooler_output
-    return BaseModelOutputWithPooling(pooler_output=tuple(per_image[i] for i in images["rows"].tolist()))
+    if hasattr(inner, "get_base_model"):
+        inner = inner.get_base_model()
+    return inner.model
+
+
+def image_features(model, pixel_values, image_grid_thw):
+    """The vision tower's features of each image, as the model's `mm_encoder_outputs` takes them."""
+    inner = getattr(model, "module", model)
+    return inner.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+
+
+def full_sequence_logits(model, encoded: dict[str, Any]):
+    """The reference computation `token_logprobs_and_entropy` equals: a plain forward over every
+    row written out in full (its prompt, its own copy of the image, its completion), returning
+    the logits that predict each completion token ([rows, completion tokens, vocab]). For tests
+    and checks; it costs G prompt passes per group."""
+    import torch
+
+    prompts, rows = encoded["prompts"], encoded["rows"].tolist()
+    patches = torch.split(prompts["pixel_values"], prompts["image_grid_thw"].prod(dim=1).tolist())
+    sequences, types, starts = [], [], []
+    for row, prompt in enumerate(rows):
+        kept = prompts["attention_mask"][prompt].bool()
+        length = int(encoded["completion_attention"][row].sum())
+        sequences.append(torch.cat([prompts["input_ids"][prompt][kept], encoded["targets"][row, :length]]))
+        types.append(torch.cat([prompts["mm_token_type_ids"][prompt][kept], torch.zeros(length, dtype=torch.long)]))
+        starts.append(int(kept.sum()))
+    width = max(len(s) for s in sequences)
+    input_ids = torch.zeros((len(rows), width), dtype=torch.long)  # padding: masked out, any id does
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    token_types = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (sequence, kinds) in enumerate(zip(sequences, types)):
+        input_ids[i, : len(sequence)], attention[i, : len(sequence)], token_types[i, : len(sequence)] = sequence, 1, kinds
+    logits = model(input_ids=input_ids, attention_mask=attention, mm_token_type_ids=token_types,
+                   pixel_values=torch.cat([patches[p] for p in rows]),
+                   image_grid_thw=prompts["image_grid_thw"][encoded["rows"]]).logits
+    completion = encoded["targets"].shape[1]
+    index = torch.tensor(starts).unsqueeze(1) - 1 + torch.arange(completion)  # position t predicts token t + 1
+    index = index.clamp(max=width - 1)
+    return torch.gather(logits, 1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))

@@ -116,7 +116,7 @@ def run_level2(dtype: str = "bfloat16", out_dir: str | None = None) -> dict[str,
             completion = result.samples[0].token_ids
             batch = encode_batch(processor, [TrainSample(request.prompt, request.image, completion, [0.0] * len(completion), 0.0)],
                                  runtime.policy)
-            learner_prompt = batch["model_inputs"]["input_ids"].shape[1] - len(completion)
+            learner_prompt = batch["prompts"]["input_ids"].shape[1]
             engine_prompt = len(result.prompt_token_ids)
             lengths.append({"image": request.prompt_id, "engine": engine_prompt, "learner": learner_prompt,
                             "counted": driver.budget.prompt_tokens(request.prompt, request.image)})

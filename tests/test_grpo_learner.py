@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from learner.grpo_config import GRPOConfig, LearnerConfig, LossConfig
-from learner.policy_batch import TrainSample, encode_batch, token_logprobs
+from learner.policy_batch import TrainSample, encode_batch, token_logprobs, vision_language_model
 from rollout.sampling import SamplingSettings
 
 pytestmark = pytest.mark.timeout(600)
@@ -72,7 +72,9 @@ def test_update_raises_rewarded_completion_and_lowers_penalised_one(tiny_model_d
 
         before = sequence_logprobs()
         forwards = []
-        hook = rank.engine.module.register_forward_hook(lambda *_: forwards.append(1))
+        # One pass over a micro-batch runs the vision tower once (and the language model twice:
+        # the shared prompts, then the completions on top).
+        hook = vision_language_model(rank.engine).visual.register_forward_hook(lambda *_: forwards.append(1))
         step_size = len(scene.good) + len(scene.bad)
         reports = [rank.train_step(scene.samples(), step_size=step_size) for _ in range(3)]
         hook.remove()
@@ -94,7 +96,7 @@ def test_several_updates_per_step_score_old_logprobs_and_clip(tiny_model_dir, tm
     )
     with learner_scene(tiny_model_dir, tmp_path, config) as scene:
         forwards = []
-        hook = scene.rank.engine.module.register_forward_hook(lambda *_: forwards.append(1))
+        hook = vision_language_model(scene.rank.engine).visual.register_forward_hook(lambda *_: forwards.append(1))
         report = scene.rank.train_step(scene.samples() * 2, step_size=2 * (len(scene.good) + len(scene.bad)))
         hook.remove()
     # Two micro-batches: scored once before the updates, then trained once each.

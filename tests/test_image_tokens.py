@@ -57,13 +57,13 @@ def _learner_image_tokens(processor, settings: PolicySettings, image: str) -> tu
     prompt = _prompt(processor)
     completion = processor.tokenizer.encode("<final diagnosis>melanoma</final diagnosis>")
     batch = encode_batch(processor, [TrainSample(prompt, image, completion, [0.0] * len(completion), 1.0)], settings)
-    ids = batch["model_inputs"]["input_ids"][0]
+    ids = batch["prompts"]["input_ids"][0]
     image_token = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    grid = batch["model_inputs"]["image_grid_thw"][0]
+    grid = batch["prompts"]["image_grid_thw"][0]
     merged = int(grid.prod()) // 4
     count = int((ids == image_token).sum())
     assert count == merged, (count, merged)  # placeholders match the image features
-    return count, len(ids) - len(completion)
+    return count, len(ids)
 
 
 def test_every_stage_sees_the_same_capped_image_tokens(real_pixels_model, photographs):

@@ -24,6 +24,13 @@ def test_sorting_groups_similar_lengths_and_pads_less():
     assert sorted(i for batch in grouped for i in batch) == list(range(len(lengths)))
 
 
+def test_tuple_keys_keep_a_group_together_and_sort_its_completions():
+    # (prompt length, group, completion length), as `encode_micro_batches` builds them: two groups
+    # of G=2 whose prompts differ in length; each micro-batch then holds one prompt, run once.
+    keys = [(90, 0, 40), (90, 0, 10), (60, 2, 30), (60, 2, 5)]
+    assert micro_batch_indices(keys, 2, 1, by_length=True) == [[3, 2], [1, 0]]
+
+
 def test_samples_stay_in_their_update():
     lengths = [9, 1, 8, 2, 7, 3, 6, 4]
     batches = micro_batch_indices(lengths, 2, updates=2, by_length=True)

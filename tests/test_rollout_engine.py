@@ -78,7 +78,7 @@ def test_rollout_logprobs_are_those_of_the_tempered_distribution(pool, tiny_mode
     import torch
 
     from learner.grpo import sequence_logprobs_from_logits
-    from learner.policy_batch import TrainSample, encode_batch, per_row_inputs
+    from learner.policy_batch import TrainSample, encode_batch, full_sequence_logits
     from rollout.sampling import BLOCKED_LOGIT_BIAS, VISION_SPECIAL_TOKENS, SamplingSettings
     from skinr1.models.loading import load_policy, load_processor
 
@@ -91,7 +91,7 @@ def test_rollout_logprobs_are_those_of_the_tempered_distribution(pool, tiny_mode
     encoded = encode_batch(processor, samples)
     mask = encoded["mask"] > 0
     with torch.no_grad():
-        logits = model(**per_row_inputs(encoded)).logits[:, :-1]
+        logits = full_sequence_logits(model, encoded)
     # The engine samples with the vision tokens biased away: the distribution it sampled from.
     logits[..., processor.tokenizer.convert_tokens_to_ids(list(VISION_SPECIAL_TOKENS))] += BLOCKED_LOGIT_BIAS
     gaps = {t: (sequence_logprobs_from_logits(logits, encoded["targets"], t) - encoded["rollout_logprobs"]).abs()[mask].tolist()
