@@ -98,14 +98,17 @@ class LearnerConfig:
     weight_decay: float = 0.0
     """AdamW weight decay."""
     micro_batch_size: int = 4
-    """Samples per forward pass on one rank."""
+    """Samples per forward pass on one rank. A forward pass runs each distinct prompt once and its
+    completions on top, so a multiple of the group size (whole groups per micro-batch) does the
+    least work."""
     updates_per_step: int = 1
     """Optimizer updates per rollout batch (1 = on-policy)."""
     offload_reference: bool = False
     """Full fine-tuning: keep the frozen reference copy in host memory."""
     sort_by_length: bool = True
-    """Put samples of similar length (prompt + completion tokens) into the same micro-batch, within
-    each update's samples: less padding, the same loss up to float rounding. Not applied under LoRA
+    """Put samples of similar length into the same micro-batch, within each update's samples (a
+    group's samples together, prompts by length, then completions by length): less padding, the
+    same loss up to float rounding. Not applied under LoRA
     dropout, whose random masks would then fall on other rows than in arrival order."""
 
     def __post_init__(self) -> None:
