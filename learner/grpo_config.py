@@ -108,8 +108,8 @@ class LearnerConfig:
     sort_by_length: bool = True
     """Put samples of similar length into the same micro-batch, within each update's samples (a
     group's samples together, prompts by length, then completions by length): less padding, the
-    same loss up to float rounding. Not applied under LoRA
-    dropout, whose random masks would then fall on other rows than in arrival order."""
+    same loss up to float rounding. Not applied under LoRA dropout, whose random masks would then
+    fall on other rows than in arrival order."""
 
     def __post_init__(self) -> None:
         for name in ("num_ranks", "micro_batch_size", "updates_per_step"):

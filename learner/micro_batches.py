@@ -2,9 +2,9 @@
 
 A micro-batch runs each distinct prompt once (left-padded to its longest prompt) and each row's
 completion on top (right-padded to its longest completion), so rows that share a prompt, and
-prompts and completions of similar length, waste less work together. The
-step's loss is a sum of per-token (or per-sequence) terms over every sample of an update, whatever
-micro-batch a sample sits in (`learner.grpo.mean_over_step`), so regrouping samples inside one
+prompts and completions of similar length, waste less work together. The step's loss is a sum of
+per-token (or per-sequence) terms over every sample of an update, whatever micro-batch a sample
+sits in (`learner.grpo.mean_over_step`), so regrouping samples inside one
 update changes only float summation order. Samples never move between updates: with several
 updates per step, each one trains on the same samples as without sorting.
 """
@@ -17,8 +17,8 @@ from typing import Sequence
 def micro_batch_indices(lengths: Sequence, micro_batch_size: int, updates: int, by_length: bool) -> list[list[int]]:
     """Sample indices of each micro-batch: consecutive chunks of `micro_batch_size`, as they arrive,
     or (`by_length`) regrouped within each update's chunks in the order of `lengths` (any sortable
-    key per sample: a token count, or a tuple), so rows of similar length share a micro-batch. The first `updates` equal runs of micro-batches are
-    the updates (a remainder after them stays as it was)."""
+    key per sample: a token count, or a tuple), so rows of similar length share a micro-batch. The
+    first `updates` equal runs of micro-batches are the updates (a remainder after them stays as it was)."""
     if micro_batch_size < 1 or updates < 1:
         raise ValueError(f"micro_batch_size and updates must be >= 1, got {micro_batch_size}, {updates}")
     count = len(lengths)
@@ -44,7 +44,9 @@ def encode_micro_batches(processor, samples, settings, micro_batch_size: int, up
 
     prompts: PromptCache = {}  # a group's G samples share one processed prompt and image
     encoded = [cached_prompt(processor, s, settings, prompts) for s in samples]
-    first_seen = {id(prompt): index for index, prompt in reversed(list(enumerate(encoded)))}
+    first_seen: dict[int, int] = {}  # id(EncodedPrompt) -> its group's first sample
+    for index, prompt in enumerate(encoded):
+        first_seen.setdefault(id(prompt), index)
     # A group's rows stay together (its prompt runs once), prompts by length, completions by length.
     keys = [(len(prompt.ids), first_seen[id(prompt)], len(s.completion_ids)) for prompt, s in zip(encoded, samples)]
     order = micro_batch_indices(keys, micro_batch_size, updates, by_length)

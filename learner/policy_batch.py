@@ -159,10 +159,11 @@ def token_logprobs_and_entropy(model, encoded: dict[str, Any], temperature: floa
     from learner.grpo import logprobs_and_entropy
 
     prompts, rows = encoded["prompts"], encoded["rows"]
-    positions, rope_deltas = vision_language_model(model).get_rope_index(
+    backbone = vision_language_model(model)
+    positions, rope_deltas = backbone.get_rope_index(
         prompts["input_ids"], prompts["mm_token_type_ids"], prompts["image_grid_thw"],
         attention_mask=prompts["attention_mask"])
-    features = image_features(model, prompts["pixel_values"], prompts["image_grid_thw"])
+    features = backbone.get_image_features(prompts["pixel_values"], prompts["image_grid_thw"], return_dict=True)
     prefix = model(input_ids=prompts["input_ids"], attention_mask=prompts["attention_mask"], position_ids=positions,
                    mm_token_type_ids=prompts["mm_token_type_ids"], image_grid_thw=prompts["image_grid_thw"],
                    mm_encoder_outputs={"image": features}, use_cache=True, logits_to_keep=1)
@@ -191,12 +192,6 @@ def vision_language_model(model):
     return inner.model
 
 
-def image_features(model, pixel_values, image_grid_thw):
-    """The vision tower's features of each image, as the model's `mm_encoder_outputs` takes them."""
-    inner = getattr(model, "module", model)
-    return inner.get_image_features(pixel_values, image_grid_thw, return_dict=True)
-
-
 def full_sequence_logits(model, encoded: dict[str, Any]):
     """The reference computation `token_logprobs_and_entropy` equals: a plain forward over every
     row written out in full (its prompt, its own copy of the image, its completion), returning
@@ -204,25 +199,25 @@ def full_sequence_logits(model, encoded: dict[str, Any]):
     and checks; it costs G prompt passes per group."""
     import torch
 
-    prompts, rows = encoded["prompts"], encoded["rows"].tolist()
+    prompts, rows, device = encoded["prompts"], encoded["rows"].tolist(), encoded["targets"].device
     patches = torch.split(prompts["pixel_values"], prompts["image_grid_thw"].prod(dim=1).tolist())
     sequences, types, starts = [], [], []
     for row, prompt in enumerate(rows):
         kept = prompts["attention_mask"][prompt].bool()
         length = int(encoded["completion_attention"][row].sum())
         sequences.append(torch.cat([prompts["input_ids"][prompt][kept], encoded["targets"][row, :length]]))
-        types.append(torch.cat([prompts["mm_token_type_ids"][prompt][kept], torch.zeros(length, dtype=torch.long)]))
+        types.append(torch.cat([prompts["mm_token_type_ids"][prompt][kept], torch.zeros(length, dtype=torch.long, device=device)]))
         starts.append(int(kept.sum()))
     width = max(len(s) for s in sequences)
-    input_ids = torch.zeros((len(rows), width), dtype=torch.long)  # padding: masked out, any id does
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    token_types = torch.zeros((len(rows), width), dtype=torch.long)
+    input_ids = torch.zeros((len(rows), width), dtype=torch.long, device=device)  # padding: masked out, any id does
+    attention = torch.zeros_like(input_ids)
+    token_types = torch.zeros_like(input_ids)
     for i, (sequence, kinds) in enumerate(zip(sequences, types)):
         input_ids[i, : len(sequence)], attention[i, : len(sequence)], token_types[i, : len(sequence)] = sequence, 1, kinds
     logits = model(input_ids=input_ids, attention_mask=attention, mm_token_type_ids=token_types,
                    pixel_values=torch.cat([patches[p] for p in rows]),
                    image_grid_thw=prompts["image_grid_thw"][encoded["rows"]]).logits
     completion = encoded["targets"].shape[1]
-    index = torch.tensor(starts).unsqueeze(1) - 1 + torch.arange(completion)  # position t predicts token t + 1
+    index = torch.tensor(starts, device=device).unsqueeze(1) - 1 + torch.arange(completion, device=device)  # t predicts t + 1
     index = index.clamp(max=width - 1)
     return torch.gather(logits, 1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
