@@ -185,11 +185,29 @@ def token_logprobs_and_entropy(model, encoded: dict[str, Any], temperature: floa
 
 
 def vision_language_model(model):
-    """The Qwen2.5-VL backbone (rotary index, vision tower) inside a DeepSpeed engine and a PEFT wrapper."""
+    """The Qwen2.5-VL backbone (rotary index, vision tower) inside a DeepSpeed engine and a PEFT
+    wrapper; refuses a backbone that cannot take precomputed image features."""
     inner = getattr(model, "module", model)  # a DeepSpeed engine wraps the (PEFT) model
     if hasattr(inner, "get_base_model"):
         inner = inner.get_base_model()
+    require_precomputed_image_features(inner.model)
     return inner.model
+
+
+def require_precomputed_image_features(backbone) -> None:
+    """Raise unless `backbone.forward` takes `mm_encoder_outputs`. Releases before it (transformers
+    5.17, the version of one CUDA image) accept the keyword into **kwargs and drop it: the prompt
+    pass then runs without its image and every log-prob is wrong (3 nats per token on average in
+    the level-1 GPU check), with no error."""
+    import inspect
+
+    if "mm_encoder_outputs" not in inspect.signature(backbone.forward).parameters:
+        import transformers
+
+        raise RuntimeError(
+            f"transformers {transformers.__version__}: {type(backbone).__name__}.forward takes no "
+            "mm_encoder_outputs, so the learner cannot pass a prompt's image features once for its "
+            "whole group; install the tested transformers (skinr1.versions.TESTED_VERSIONS)")
 
 
 def full_sequence_logits(model, encoded: dict[str, Any]):

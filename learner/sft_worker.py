@@ -170,7 +170,10 @@ def _encode(processor, record, config: SFTConfig, policy) -> tuple[dict, int]:
 def _reduce_metrics(dist, losses: list[float], tokens: int, truncated: int, elapsed: float) -> dict[str, float]:
     import torch
 
-    local = torch.tensor([sum(losses), len(losses), tokens, truncated, elapsed], dtype=torch.float64)
+    # NCCL (the GPU backend) reduces CUDA tensors only; gloo reduces host tensors.
+    on_gpu = dist.is_initialized() and dist.get_backend() == "nccl"
+    local = torch.tensor([sum(losses), len(losses), tokens, truncated, elapsed], dtype=torch.float64,
+                         device=torch.device("cuda", torch.cuda.current_device()) if on_gpu else "cpu")
     if dist.is_initialized():
         dist.all_reduce(local)
         world = dist.get_world_size()

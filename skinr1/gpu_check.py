@@ -5,9 +5,10 @@
 Two SFT steps (`learner.sft_worker.SFTWorker`) and two GRPO steps (`learner.rank.LearnerRank`) of
 the real learner code on one device with the tiny model: DeepSpeed, PEFT LoRA, the real batch
 building (processor, images, masks) and the real losses. It checks that the weights and every batch
-sit on the requested device, that the weights have the requested dtype, that every loss is finite
-and that a rewarded completion's log-prob rises while a penalised one's falls; it prints step times
-and peak GPU memory. It needs only torch, transformers, peft and deepspeed, so it runs on a bare
+sit on the requested device, that the weights have the requested dtype, that every loss is finite,
+that a rewarded completion's log-prob rises while a penalised one's falls, and that the learner's
+shared-prompt forward gives the full-row forward's log-probs within the dtype's tolerance (the
+level-2 bound); it prints step times and peak GPU memory. It needs only torch, transformers, peft and deepspeed, so it runs on a bare
 CUDA image (`SKINR1_ALLOW_UNTESTED_VERSIONS=1` admits untested versions of those). The CPU run
 (`--device cpu`) is the same code path and runs in the test suite (tests/gpu/), so it cannot rot.
 Level 2 (the whole loop with Ray and CUDA vLLM) is scripts/gpu_check.sh.
@@ -23,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from skinr1.gpu_check_level2 import logprob_tolerance
 
 PROMPT = "What is the diagnosis?"
 GOOD = "<thinking>dark irregular lesion</thinking><final diagnosis>melanoma (malignant)</final diagnosis>"
@@ -144,15 +147,36 @@ def run_grpo_steps(model: str, image: str, policy, device: str, steps: int = 2) 
         batch = rank.encode(samples)
         _expect({t.device.type for t in (batch["mask"], batch["advantages"], batch["rollout_logprobs"])} == {device},
                 "GRPO loss tensors are not on the engine's device")
+        shared_gap = shared_prompt_gap(rank.engine.module, batch)
     finally:
         rank.shutdown()
     for report in reports:
         _expect(all(math.isfinite(report[k]) for k in ("loss", "policy", "kl", "entropy")), f"GRPO loss not finite: {report}")
+    tolerance = logprob_tolerance(policy.dtype)
+    _expect(shared_gap["mean"] < tolerance, f"shared-prompt log-probs differ from the full-row forward's by "
+            f"{shared_gap['mean']:.2e} per token on average (max {shared_gap['max']:.2e}); {policy.dtype} allows {tolerance}")
     _expect(after[0] > before[0], f"the rewarded completion's log-prob did not rise: {before[0]:.3f} -> {after[0]:.3f}")
     _expect(after[1] < before[1], f"the penalised completion's log-prob did not fall: {before[1]:.3f} -> {after[1]:.3f}")
     return {"grpo_losses": [r["loss"] for r in reports], "grpo_kl": [r["kl"] for r in reports],
             "grpo_step_s": [r["seconds"] for r in reports], "rewarded_logprob": [before[0], after[0]],
-            "penalised_logprob": [before[1], after[1]]}
+            "penalised_logprob": [before[1], after[1]], "shared_prompt_gap": shared_gap}
+
+
+def shared_prompt_gap(model, batch: dict[str, Any]) -> dict[str, float]:
+    """Mean and largest |log-prob| gap per completion token between the learner's forward (each
+    prompt and image once, its keys and values copied to the rows continuing it) and the plain
+    full-row forward, on the batch's device and dtype: the two differ only by rounding."""
+    import torch
+
+    from learner.grpo import logprobs_and_entropy
+    from learner.policy_batch import full_sequence_logits, token_logprobs
+
+    model.eval()
+    with torch.no_grad():
+        shared = token_logprobs(model, batch, 1.0)
+        full = logprobs_and_entropy(full_sequence_logits(model, batch), batch["targets"], 1.0)[0]
+    gaps = (shared - full).abs()[batch["mask"].bool()].float()
+    return {"mean": gaps.mean().item(), "max": gaps.max().item()}
 
 
 def run_level1(device: str = "cuda", dtype: str = "bfloat16", out_dir: str | Path | None = None,
@@ -187,8 +211,12 @@ def run_level1(device: str = "cuda", dtype: str = "bfloat16", out_dir: str | Pat
         # One process group for both parts (Ray Train / the learner group make it in a real run).
         init_process_group(0, 1, "127.0.0.1", free_port(), use_gpu=device == "cuda")
         report: dict[str, Any] = {"device": device, "dtype": dtype, "torch": torch.__version__, "max_pixels": max_pixels}
-        report.update(run_sft_steps(model, data, policy, device))
-        report.update(run_grpo_steps(model, image, policy, device))
+        try:
+            report.update(run_sft_steps(model, data, policy, device))
+            report.update(run_grpo_steps(model, image, policy, device))
+        finally:  # the GRPO rank's shutdown ends the group; after a failure, so does this
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
     report["ray_or_vllm_imported"] = sorted(m for m in ("ray", "vllm") if m in sys.modules and m not in preloaded)
     _expect(not report["ray_or_vllm_imported"], f"the learner path imported {report['ray_or_vllm_imported']}")
     report["peak_gpu_memory_mb"] = _peak_memory_mb(device)
@@ -207,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"level 1 on {report['device']} ({report['dtype']}, torch {report['torch']}): PASS")
     print(f"  SFT  losses {report['sft_losses']}  step times {[f'{s:.2f}s' for s in report['sft_step_s']]}")
     print(f"  GRPO losses {report['grpo_losses']}  step times {[f'{s:.2f}s' for s in report['grpo_step_s']]}")
+    gap = report["shared_prompt_gap"]
+    print(f"  shared-prompt vs full-row forward: mean gap {gap['mean']:.2e}, max {gap['max']:.2e} nats per token")
     print(f"  rewarded log-prob {report['rewarded_logprob'][0]:.3f} -> {report['rewarded_logprob'][1]:.3f}, "
           f"penalised {report['penalised_logprob'][0]:.3f} -> {report['penalised_logprob'][1]:.3f}")
     peak = report["peak_gpu_memory_mb"]

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from learner.grpo import logprobs_and_entropy
-from learner.policy_batch import TrainSample, encode_batch, full_sequence_logits, token_logprobs, token_logprobs_and_entropy, vision_language_model
+from learner.policy_batch import (TrainSample, encode_batch, full_sequence_logits, require_precomputed_image_features, token_logprobs,
+                                  token_logprobs_and_entropy, vision_language_model)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -184,6 +185,20 @@ def test_reference_pass_with_the_adapter_disabled_shares_images_too(policy, tmp_
         adapted = token_logprobs(model, encoded, 0.7)
     torch.testing.assert_close(window[mask], full[mask], rtol=1e-6, atol=1e-6)  # float32 rounding, as above
     assert (adapted[mask] - window[mask]).abs().max() > 1e-4  # the adapter was really off
+
+
+def test_a_backbone_that_would_drop_precomputed_image_features_is_refused(policy):
+    """transformers 5.17's Qwen2.5-VL forward takes no mm_encoder_outputs and swallows it into
+    **kwargs; on that release the level-1 GPU check measured a 3-nat mean log-prob error."""
+    model, _ = policy
+
+    class ForwardWithoutImageFeatures:  # that release's signature, in short
+        def forward(self, input_ids=None, pixel_values=None, image_grid_thw=None, **kwargs):
+            raise AssertionError("never called")
+
+    require_precomputed_image_features(vision_language_model(model))  # the installed release takes them
+    with pytest.raises(RuntimeError, match="takes no mm_encoder_outputs"):
+        require_precomputed_image_features(ForwardWithoutImageFeatures())
 
 
 @pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean"])
