@@ -148,6 +148,7 @@ def run_grpo_steps(model: str, image: str, policy, device: str, steps: int = 2) 
         _expect({t.device.type for t in (batch["mask"], batch["advantages"], batch["rollout_logprobs"])} == {device},
                 "GRPO loss tensors are not on the engine's device")
         shared_gap = shared_prompt_gap(rank.engine.module, batch)
+        image_tokens = int(batch["prompts"]["mm_token_type_ids"][0].sum())
     finally:
         rank.shutdown()
     for report in reports:
@@ -159,7 +160,8 @@ def run_grpo_steps(model: str, image: str, policy, device: str, steps: int = 2) 
     _expect(after[1] < before[1], f"the penalised completion's log-prob did not fall: {before[1]:.3f} -> {after[1]:.3f}")
     return {"grpo_losses": [r["loss"] for r in reports], "grpo_kl": [r["kl"] for r in reports],
             "grpo_step_s": [r["seconds"] for r in reports], "rewarded_logprob": [before[0], after[0]],
-            "penalised_logprob": [before[1], after[1]], "shared_prompt_gap": shared_gap}
+            "penalised_logprob": [before[1], after[1]], "shared_prompt_gap": shared_gap,
+            "image_tokens": image_tokens}
 
 
 def shared_prompt_gap(model, batch: dict[str, Any]) -> dict[str, float]:
@@ -182,7 +184,7 @@ def shared_prompt_gap(model, batch: dict[str, Any]) -> dict[str, float]:
 def run_level1(device: str = "cuda", dtype: str = "bfloat16", out_dir: str | Path | None = None,
                max_pixels: int = 200704) -> dict[str, Any]:
     """Run level 1 and return its report; raises `CheckFailed` (or the learner's own error).
-    `max_pixels`: the paper's 448x448 by default (a 600x450 photograph -> 234 image tokens); the CPU
+    `max_pixels`: the paper's 448x448 by default (a 600x450 photograph -> 252 image tokens); the CPU
     test lowers it to keep the suite fast on two cores (the code path is the same)."""
     import torch
 
@@ -204,7 +206,7 @@ def run_level1(device: str = "cuda", dtype: str = "bfloat16", out_dir: str | Pat
     with tempfile.TemporaryDirectory(prefix="skinr1-gpu-check-") as scratch:
         root = Path(out_dir) if out_dir else Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
-        # Qwen2.5-VL's real processor bounds, capped like the paper: a 600x450 image is 234 tokens.
+        # Qwen2.5-VL's real processor bounds, capped like the paper: a 600x450 image is 252 tokens.
         model = str(build_tiny_model(root / "model", TinyModelSpec.with_real_pixels()))
         image, data = _write_inputs(root)
         policy = PolicySettings(dtype=dtype, max_pixels=max_pixels)
@@ -235,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"level 1 on {report['device']} ({report['dtype']}, torch {report['torch']}): PASS")
     print(f"  SFT  losses {report['sft_losses']}  step times {[f'{s:.2f}s' for s in report['sft_step_s']]}")
     print(f"  GRPO losses {report['grpo_losses']}  step times {[f'{s:.2f}s' for s in report['grpo_step_s']]}")
+    print(f"  image tokens per prompt: {report['image_tokens']} (max_pixels {report['max_pixels']})")
     gap = report["shared_prompt_gap"]
     print(f"  shared-prompt vs full-row forward: mean gap {gap['mean']:.2e}, max {gap['max']:.2e} nats per token")
     print(f"  rewarded log-prob {report['rewarded_logprob'][0]:.3f} -> {report['rewarded_logprob'][1]:.3f}, "

@@ -119,7 +119,7 @@ def test_prompt_budget_counts_and_names_skipped_records(real_pixels_model, photo
     settings = PolicySettings(max_pixels=CAP)
     budget = PromptBudget(settings.load_processor(real_pixels_model), settings, max_model_len=200)
     prompt = _prompt(budget.processor)
-    assert budget.fits("small", prompt, photographs[(600, 450)]) is False  # 234 image tokens > 200
+    assert budget.fits("small", prompt, photographs[(600, 450)]) is False  # 252 image tokens > 200
     assert budget.fits("small", prompt, photographs[(600, 450)]) is False  # counted once
     assert budget.skipped == ["small"] and "record small" in caplog.text
     roomy = PromptBudget(budget.processor, settings, max_model_len=512)
