@@ -8,8 +8,8 @@ building (processor, images, masks) and the real losses. It checks that the weig
 sit on the requested device, that the weights have the requested dtype, that every loss is finite,
 that a rewarded completion's log-prob rises while a penalised one's falls, and that the learner's
 shared-prompt forward gives the full-row forward's log-probs within the dtype's tolerance (the
-level-2 bound); it prints step times and peak GPU memory. It needs only torch, transformers, peft and deepspeed, so it runs on a bare
-CUDA image (`SKINR1_ALLOW_UNTESTED_VERSIONS=1` admits untested versions of those). The CPU run
+level-2 bound); it prints step times and peak GPU memory. It needs only torch, transformers, peft
+and deepspeed, so it runs on a bare CUDA image (`SKINR1_ALLOW_UNTESTED_VERSIONS=1` admits untested versions of those). The CPU run
 (`--device cpu`) is the same code path and runs in the test suite (tests/gpu/), so it cannot rot.
 Level 2 (the whole loop with Ray and CUDA vLLM) is scripts/gpu_check.sh.
 """
