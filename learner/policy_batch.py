@@ -21,6 +21,8 @@ Tensors are built on the CPU; the learner moves them to its engine's device (`le
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,15 +201,19 @@ def require_precomputed_image_features(backbone) -> None:
     5.17, the version of one CUDA image) accept the keyword into **kwargs and drop it: the prompt
     pass then runs without its image and every log-prob is wrong (3 nats per token on average in
     the level-1 GPU check), with no error."""
-    import inspect
-
-    if "mm_encoder_outputs" not in inspect.signature(backbone.forward).parameters:
+    if not _forward_takes_encoder_outputs(type(backbone)):
         import transformers
 
         raise RuntimeError(
             f"transformers {transformers.__version__}: {type(backbone).__name__}.forward takes no "
             "mm_encoder_outputs, so the learner cannot pass a prompt's image features once for its "
             "whole group; install the tested transformers (skinr1.versions.TESTED_VERSIONS)")
+
+
+@functools.cache
+def _forward_takes_encoder_outputs(backbone_class) -> bool:
+    """Read once per class: the check runs on every forward pass."""
+    return "mm_encoder_outputs" in inspect.signature(backbone_class.forward).parameters
 
 
 def full_sequence_logits(model, encoded: dict[str, Any]):

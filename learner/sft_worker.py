@@ -173,7 +173,7 @@ def _reduce_metrics(dist, losses: list[float], tokens: int, truncated: int, elap
     # NCCL (the GPU backend) reduces CUDA tensors only; gloo reduces host tensors.
     on_gpu = dist.is_initialized() and dist.get_backend() == "nccl"
     local = torch.tensor([sum(losses), len(losses), tokens, truncated, elapsed], dtype=torch.float64,
-                         device=torch.device("cuda", torch.cuda.current_device()) if on_gpu else "cpu")
+                         device="cuda" if on_gpu else "cpu")  # "cuda": the rank's current device
     if dist.is_initialized():
         dist.all_reduce(local)
         world = dist.get_world_size()

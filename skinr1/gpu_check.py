@@ -9,8 +9,9 @@ sit on the requested device, that the weights have the requested dtype, that eve
 that a rewarded completion's log-prob rises while a penalised one's falls, and that the learner's
 shared-prompt forward gives the full-row forward's log-probs within the dtype's tolerance (the
 level-2 bound); it prints step times and peak GPU memory. It needs only torch, transformers, peft
-and deepspeed, so it runs on a bare CUDA image (`SKINR1_ALLOW_UNTESTED_VERSIONS=1` admits untested versions of those). The CPU run
-(`--device cpu`) is the same code path and runs in the test suite (tests/gpu/), so it cannot rot.
+and deepspeed, so it runs on a bare CUDA image (`SKINR1_ALLOW_UNTESTED_VERSIONS=1` admits untested
+versions of those). The CPU run (`--device cpu`) is the same code path and runs in the test suite
+(tests/gpu/), so it cannot rot.
 Level 2 (the whole loop with Ray and CUDA vLLM) is scripts/gpu_check.sh.
 """
 
