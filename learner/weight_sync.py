@@ -3,7 +3,8 @@
 Backends:
 - `object_store` (one node or many): LoRA pushes only the adapter files (a new `LoRARequest` per
   version on every rollout actor); full fine-tuning, or LoRA merged on the learner, pushes
-  (name, tensor) buckets, one remote call per bucket rather than one per parameter.
+  (name, tensor) buckets, one remote call per bucket rather than one per parameter; LoRA merged on
+  the rollout actors pushes the adapter's factors (and the base weights once per run).
 - `shared_memory` (one node): learner rank 0 writes the version once into `/dev/shm` (the adapter
   directory, or one safetensors file per bucket) and the actors read it in place; only the path
   travels, nothing is copied per actor.
@@ -73,11 +74,15 @@ def sync_report(version: int, started: float, exported: float, payload_bytes: in
 class ObjectStoreSync:
     """Adapter files (LoRA) or weight buckets (full) through Ray's object store."""
 
-    def __init__(self, learners, pool, adapters: bool, run_key: str = "", bucket_bytes: int = DEFAULT_BUCKET_BYTES):
+    def __init__(self, learners, pool, adapters: bool, run_key: str = "", bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+                 merge_on_rollout: bool = False):
         self.learners = learners
         self.pool = pool
         self.adapters = adapters
         self.bucket_bytes = bucket_bytes
+        self.merge_on_rollout = merge_on_rollout and not adapters
+        self.base = None
+        """The object-store reference of the base weights (merge_on_rollout), sent at the first push."""
 
     def push(self, version: int) -> dict[str, Any]:
         started = time.perf_counter()
@@ -86,6 +91,12 @@ class ObjectStoreSync:
             exported = time.perf_counter()
             reports = self.pool.push_adapter(version, files)
             payload = sum(len(v) for v in files.values())
+        elif self.merge_on_rollout:
+            published = self.learners.publish_lora_factors(with_base=self.base is None)
+            self.base = published["base"] or self.base
+            exported = time.perf_counter()
+            reports = self.pool.push_lora_factors(version, published["factors"], self.base, self.bucket_bytes)
+            payload = published["bytes"]
         else:
             published = self.learners.publish_weight_buckets(self.bucket_bytes)
             exported = time.perf_counter()
@@ -100,7 +111,9 @@ class ObjectStoreSync:
 class SharedMemorySync:
     """Policy versions in the node's shared memory; rollout actors on that node load them in place."""
 
-    def __init__(self, learners, pool, adapters: bool, run_key: str = "", bucket_bytes: int = DEFAULT_BUCKET_BYTES):
+    def __init__(self, learners, pool, adapters: bool, run_key: str = "", bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+                 merge_on_rollout: bool = False):
+        # merge_on_rollout changes nothing here: the merged weights are written once, read in place.
         from learner.shared_store import store_name
 
         self.learners = learners
@@ -122,10 +135,13 @@ class SharedMemorySync:
 SYNC_BACKENDS = {"object_store": ObjectStoreSync, "shared_memory": SharedMemorySync}
 
 
-def make_sync(name: str, learners, pool, adapters: bool, run_key: str = "", bucket_bytes: int = DEFAULT_BUCKET_BYTES):
+def make_sync(name: str, learners, pool, adapters: bool, run_key: str = "", bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+              merge_on_rollout: bool = False):
     """The named backend. `adapters`: send LoRA adapter files (else full weights); `run_key` (the run
     directory) names the shared-memory store; `bucket_bytes` sizes full-weight buckets (one reload
-    call per bucket)."""
+    call per bucket); `merge_on_rollout` (LoRA, full-weight engines): the rollout actors merge the
+    adapter's factors into their copy of the base (`GRPOConfig.merges_on_rollout`)."""
     if name not in SYNC_BACKENDS:
         raise ValueError(f"unknown sync backend {name!r}; expected one of {sorted(SYNC_BACKENDS)}")
-    return SYNC_BACKENDS[name](learners, pool, adapters, run_key=run_key, bucket_bytes=bucket_bytes)
+    return SYNC_BACKENDS[name](learners, pool, adapters, run_key=run_key, bucket_bytes=bucket_bytes,
+                               merge_on_rollout=merge_on_rollout)

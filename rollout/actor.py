@@ -2,8 +2,9 @@
 
 Weights change only between `generate` calls: a Ray actor runs one method at a time, so every
 sample of a call carries the same `policy_version` — an actor never serves a mix of versions.
-LoRA policies are synced as adapters (a new `LoRARequest` per version); full fine-tuning pushes
-weight buckets through vLLM's weight-update API.
+LoRA policies are synced as adapters (a new `LoRARequest` per version), as weights merged by the
+learner, or as adapter factors the actor merges into its copy of the base weights; full
+fine-tuning pushes weight buckets through vLLM's weight-update API.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class RolloutWorker:
         # Made at the first adapter sync only: merged and full-weight syncs never stage files, and
         # an actor that is killed (not shut down) then leaves nothing behind in the temp directory.
         self._adapter_root: Path | None = None
+        self._base: tuple[str, list] | None = None
+        """(object id, weights) of the base that synced LoRA factors are merged into."""
         if initial_adapter is not None:
             self.use_adapter(0, cached_model(str(initial_adapter)))
 
@@ -140,6 +143,23 @@ class RolloutWorker:
         from rollout.weight_update import apply_weight_buckets
 
         return self._reloaded(version, apply_weight_buckets(self.llm, buckets), started)
+
+    def merge_lora(self, version: int, factors: dict[str, tuple], base: list, bucket_bytes: int) -> dict[str, Any]:
+        """LoRA merged here: `factors` (`learner.lora.lora_factors`) added to the base weights, and
+        the engine reloaded with the result, bucket by bucket. `base`: [ObjectRef] of the learner's
+        unmerged weights, fetched at this actor's first merge (or when the learner sends another) and kept."""
+        import ray
+
+        from learner.lora import merge_lora_factors
+        from learner.weight_sync import bucket_named_tensors
+        from rollout.weight_update import apply_weight_buckets
+
+        started = time.perf_counter()
+        [ref] = base
+        if self._base is None or self._base[0] != ref.hex():
+            self._base = (ref.hex(), ray.get(ref))
+        merged = merge_lora_factors(self._base[1], factors)
+        return self._reloaded(version, apply_weight_buckets(self.llm, bucket_named_tensors(merged, bucket_bytes)), started)
 
     def load_checkpoint(self, version: int, model_dir: str) -> dict[str, Any]:
         """Serve another full-weight checkpoint of the engine's architecture (evaluation of several

@@ -53,6 +53,12 @@ class PolicyState:
     """ObjectRef of the full-weight buckets, or None."""
     shared: dict[str, Any] | None = None
     """Where the version lies in the node's shared memory (sync_backend=shared_memory), or None."""
+    lora_factors: Any = None
+    """ObjectRef of the adapter's factors (LoRA merged by the actors), or None."""
+    base_weights: Any = None
+    """ObjectRef of the base weights those factors are merged into, or None."""
+    bucket_bytes: int = 0
+    """Bucket size of the actors' reloads of their merged weights."""
 
 
 def split_evenly(items: list, parts: int) -> list[list]:
@@ -171,6 +177,8 @@ class RolloutPool:
             ray.get(actor.load_adapter.remote(self.policy.version, self.policy.adapter_files))
         elif self.policy.weight_buckets is not None:
             ray.get(actor.load_weights.remote(self.policy.version, self.policy.weight_buckets))
+        elif self.policy.lora_factors is not None:
+            ray.get(self._merge_call(actor))
         else:
             ray.get(actor.info.remote())  # wait until the engine is up
 
@@ -322,6 +330,17 @@ class RolloutPool:
         ref = buckets if isinstance(buckets, ray.ObjectRef) else ray.put(buckets)
         self.policy = PolicyState(version=version, weight_buckets=ref)
         return self._broadcast(lambda actor: actor.load_weights.remote(version, self.policy.weight_buckets))
+
+    def push_lora_factors(self, version: int, factors, base, bucket_bytes: int) -> list[dict]:
+        """Send a LoRA adapter's factors, which every actor merges into the base weights (object-store
+        references a learner put there; an actor fetches the base once and keeps it) and loads."""
+        self.policy = PolicyState(version=version, lora_factors=factors, base_weights=base, bucket_bytes=bucket_bytes)
+        return self._broadcast(self._merge_call)
+
+    def _merge_call(self, actor):
+        # The base travels inside a list: Ray would otherwise fetch it into the actor on every call.
+        policy = self.policy
+        return actor.merge_lora.remote(policy.version, policy.lora_factors, [policy.base_weights], policy.bucket_bytes)
 
     def push_shared(self, version: int, shared: dict[str, Any]) -> list[dict]:
         """Point every actor at a version published in the node's shared memory (only the path travels)."""

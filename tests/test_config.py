@@ -106,6 +106,10 @@ def test_what_rollout_engines_receive_follows_lora_and_lora_sync():
 
     assert not load_run_config(None, []).rl.syncs_full_weights  # adapters
     assert load_run_config(None, ["rl.lora_sync=merged"]).rl.syncs_full_weights
+    on_rollout = load_run_config(None, ["rl.lora_sync=merged_on_rollout"]).rl
+    assert on_rollout.syncs_full_weights and on_rollout.merges_on_rollout
+    assert not load_run_config(None, ["rl.lora_sync=merged"]).rl.merges_on_rollout
+    assert not load_run_config(None, ["rl.lora_sync=merged_on_rollout", "rl.learner.lora.enabled=false"]).rl.merges_on_rollout
     assert load_run_config(None, ["rl.learner.lora.enabled=false"]).rl.syncs_full_weights
     with pytest.raises(ConfigError, match="merged"):
         load_run_config(None, ["rl.lora_sync=fused"])

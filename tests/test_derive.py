@@ -70,7 +70,8 @@ def test_demo_keeps_its_cpu_behaviour():
     assert "mm_processor_kwargs" not in engine_kwargs("m", derive.rl_settings(config).engine)
     assert engine_kwargs("m", derive.rl_settings(config).engine)["dtype"] == "float32"
     rl = derive.rl_settings(config)
-    assert rl.engine.enable_lora is False and rl.engine.worker_extension_cls  # demo: lora_sync=merged
+    assert rl.engine.enable_lora is False and rl.engine.worker_extension_cls  # demo: lora_sync=merged_on_rollout
+    assert rl.rl.merges_on_rollout  # the actors merge the adapter (README, Benchmarks)
     assert rl.engine.max_model_len == 1024 and rl.engine.seed == config.seed
 
 

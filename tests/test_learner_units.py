@@ -139,6 +139,52 @@ def test_encode_record_labels_only_the_assistant(tiny_model_dir, tmp_path):
         encode_record(processor, broken, max_length=512)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_lora_factors_merge_elsewhere_exactly_as_peft_merges(tiny_model_dir, dtype):
+    """What a rollout actor merges (rl.lora_sync=merged_on_rollout) from the factors and its copy of
+    the base equals, bit for bit, PEFT's own delta and the learner's merged weights."""
+    import torch
+
+    from learner.lora import (apply_lora, base_weights, checkpoint_name, lora_delta, lora_factors, merge_lora_factors,
+                              merged_weights)
+    from skinr1.models.settings import PolicySettings
+
+    torch.manual_seed(0)
+    model = apply_lora(PolicySettings(dtype=dtype).load_policy(str(tiny_model_dir)), LoraSettings(rank=4, alpha=8, dropout=0.0))
+    with torch.no_grad():  # a trained adapter: B is zero after initialisation
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.5)
+    factors = lora_factors(model)
+    layers = {f"{name}.base_layer.weight": module for name, module in model.named_modules() if hasattr(module, "get_delta_weight")}
+    assert len(factors) == len(layers) > 0
+    for name, module in layers.items():
+        assert torch.equal(lora_delta(*factors[checkpoint_name(name)]), module.get_delta_weight("default"))
+    # The actor's copies of the base, as they arrive through the object store.
+    base = [(name, tensor.clone()) for name, tensor in base_weights(model)]
+    elsewhere = dict(merge_lora_factors(base, {k: (a.clone(), b.clone(), s) for k, (a, b, s) in factors.items()}))
+    here = dict(merged_weights(model))
+    assert set(elsewhere) == set(here) and all(torch.equal(elsewhere[k], here[k]) for k in here)
+    assert all(t.dtype == getattr(torch, dtype) for t in elsewhere.values())
+    with pytest.raises(ValueError, match="the base does not have"):
+        list(merge_lora_factors(base[:3], factors))
+
+
+def test_lora_factors_refuse_adapters_they_cannot_rebuild():
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from learner.lora import lora_factors
+
+    layers = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    plain = get_peft_model(layers, LoraConfig(r=2, lora_alpha=4, target_modules=["0", "2"]))
+    assert sorted(lora_factors(plain)) == ["0.weight", "2.weight"]
+    layers = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    dora = get_peft_model(layers, LoraConfig(r=2, lora_alpha=4, target_modules=["0"], use_dora=True))
+    with pytest.raises(ValueError, match="plain LoRA"):
+        lora_factors(dora)
+
+
 def test_merged_weights_equal_peft_merge_and_leave_the_model_untouched(tiny_model_dir):
     import torch
 

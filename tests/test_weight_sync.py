@@ -21,18 +21,25 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _gap(learners, pool, prompt: str, image: str, sampling: SamplingSettings, seed: int) -> tuple[float, int]:
-    """Mean |rollout - learner| per-token log-prob over fresh samples, and the version that made them."""
-    [result] = pool.generate([RolloutRequest("p", prompt, image)], sampling, seed=seed)
-    samples = [TrainSample(prompt, image, s.token_ids, s.logprobs, 0.0) for s in result.samples]
+    """Mean |rollout - learner| per-token log-prob over fresh samples (one prompt per actor of the
+    pool), and the version that made them (the same on every actor)."""
+    results = pool.generate([RolloutRequest(f"p{i}", prompt, image) for i in range(pool.size)], sampling, seed=seed)
+    samples = [TrainSample(prompt, image, s.token_ids, s.logprobs, 0.0) for result in results for s in result.samples]
     learner_values = learners.policy_logprobs(samples)
     gaps = [abs(a - b) for sample, row in zip(samples, learner_values) for a, b in zip(sample.rollout_logprobs, row)]
     assert gaps and all(len(row) == len(s.completion_ids) for s, row in zip(samples, learner_values))
-    return statistics.fmean(gaps), result.policy_version
+    [version] = {result.policy_version for result in results}
+    return statistics.fmean(gaps), version
 
 
-@pytest.mark.parametrize("policy", ["lora_adapter", "lora_merged", "full"])
+LORA_SYNC = {"lora_adapter": "adapter", "lora_merged": "merged", "lora_merged_on_rollout": "merged_on_rollout", "full": "adapter"}
+
+
+@pytest.mark.parametrize("policy", sorted(LORA_SYNC))
 def test_rollout_serves_the_learner_policy_after_each_backend_sync(policy, tiny_model_dir, ray_local, tmp_path):
-    """LoRA synced as adapter files, LoRA merged into full weights, and full fine-tuning."""
+    """LoRA synced as adapter files, LoRA merged into full weights by the learner or by the rollout
+    actors (a second actor, started after the sync, catches up from the factors), and full
+    fine-tuning."""
     from learner.group import LearnerGroup
     from learner.shared_store import SHARED_MEMORY_ROOT, store_name
     from learner.weight_sync import make_sync
@@ -46,7 +53,7 @@ def test_rollout_serves_the_learner_policy_after_each_backend_sync(policy, tiny_
     Image.new("RGB", (64, 64), (120, 40, 60)).save(image)
     sampling = SamplingSettings(group_size=4, temperature=1.0, max_tokens=24)
     config = GRPOConfig(
-        steps=4, prompts_per_step=1, mode="open", sampling=sampling, lora_sync="merged" if policy == "lora_merged" else "adapter",
+        steps=4, prompts_per_step=1, mode="open", sampling=sampling, lora_sync=LORA_SYNC[policy],
         loss=LossConfig(kl_beta=0.0, tis_cap=0.0),
         learner=LearnerConfig(num_ranks=1, micro_batch_size=4, learning_rate=2e-2, lora=LoraSettings(enabled=policy != "full")),
     )
@@ -74,9 +81,17 @@ def test_rollout_serves_the_learner_policy_after_each_backend_sync(policy, tiny_
         gaps = {}
         for version, backend in enumerate(("object_store", "shared_memory"), start=1):
             # Tiny buckets: a full-weight sync then spans many reload calls (about one per layer).
-            sync = make_sync(backend, learners, pool, adapters=adapters, run_key=run_key, bucket_bytes=64 * 1024)
+            sync = make_sync(backend, learners, pool, adapters=adapters, run_key=run_key, bucket_bytes=64 * 1024,
+                             merge_on_rollout=config.merges_on_rollout)
             report = sync.push(version)
-            assert report["version"] == version and report["actors"] == 1 and report["bytes"] > 0
+            assert report["version"] == version and report["actors"] == pool.size and report["bytes"] > 0
+            if config.merges_on_rollout and backend == "object_store":
+                # The first sync carries the base and the factors; later ones the factors alone, no
+                # more than the adapter's own file.
+                later = sync.push(version)["bytes"]
+                assert 0 < later <= sum(len(b) for b in learners.export_policy().values()) < report["bytes"]
+                pool.resize(2)
+                assert set(pool.versions().values()) == {version}
             gaps[backend], served = _gap(learners, pool, prompt, image, sampling, seed=1 + version)
             assert served == version
             if backend == "shared_memory":

@@ -71,7 +71,7 @@ def rl_settings(config) -> RLRuntime:
 
     rl, policy = config.rl, policy_settings(config)
     precision_config(rl.learner.deepspeed.bf16, policy.dtype)
-    # Engines serve LoRA adapters, or (full fine-tuning, lora_sync=merged) take full weights.
+    # Engines serve LoRA adapters, or (full fine-tuning, LoRA merged) take full weights.
     adapters = not rl.syncs_full_weights
     engine = engine_settings(
         policy, rl.rollout.max_model_len, config.seed,
@@ -100,7 +100,7 @@ def eval_settings(config):
                              tensor_parallel_size=rl.rollout.tensor_parallel_size)
     return EvalSettings(mode=config.reward.mode, max_tokens=rl.sampling.max_tokens,
                         include_system_prompt=config.trajectories.include_system_prompt, seed=config.seed,
-                        engine=engine, merge_adapters=rl.lora_sync == "merged")
+                        engine=engine, merge_adapters=rl.lora_sync != "adapter")
 
 
 def recorded_engine_settings(engine: EngineSettings, metadata: dict[str, Any]) -> EngineSettings:

@@ -130,7 +130,7 @@ class GRPODriver:
                                                     self.include_system_prompt, self.seed)
             self.validation = fitting_requests(self.budget, self.validation, questions, requests)[0]
         self.sync = make_sync(rl.sync_backend, self.learners, self.pool, adapters, run_key=str(self.rl_dir.resolve()),
-                              bucket_bytes=int(rl.sync_bucket_mb * 1024 * 1024))
+                              bucket_bytes=int(rl.sync_bucket_mb * 1024 * 1024), merge_on_rollout=rl.merges_on_rollout)
         if self.start_policy.adapter is not None and adapters:
             self.sync.push(self.version)  # engines on the bare base serve the continued adapter from the start
         self.job_id = scaling.current_job_id()
