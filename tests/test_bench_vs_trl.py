@@ -86,15 +86,37 @@ def test_workload_rejects_a_batch_the_learners_cannot_split():
         Workload(size="tiny", model="m", model_origin="o", data_dir="d", prompts=3, group_size=2, micro_batch=4)
     with pytest.raises(ValueError, match="size"):
         Workload(size="huge", model="m", model_origin="o", data_dir="d")
+    with pytest.raises(ValueError, match="dtype must be float32 or bfloat16"):
+        Workload(size="tiny", model="m", model_origin="o", data_dir="d", dtype="float16")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_workload_precision_reaches_skinr1_and_the_stated_settings(tmp_path, dtype):
+    from bench_vs_trl import parse_args, settings_not_equal, skinr1_command
+
+    workload = Workload(size="tiny", model="m", model_origin="o", data_dir="d", dtype=dtype,
+                        skinr1_settings=["model.dtype=float16"])
+    command = skinr1_command(workload, tmp_path / "run")
+    assert f"model.dtype={dtype}" in command
+    # SkinR1's own extra settings come after the shared ones (and so win), as for every other key.
+    assert command.index(f"model.dtype={dtype}") < command.index("model.dtype=float16")
+    precision = settings_not_equal(parse_args(["--dtype", dtype]))[1]
+    if dtype == "bfloat16":
+        assert "every system loads bfloat16 weights" in precision and "TRL with bf16=True" in precision
+    else:
+        assert "every system trains in float32" in precision and "TRL's vLLM engine runs bfloat16" in precision
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason='TRL is not installed (pip install -e ".[dev]" or ".[bench]")')
-def test_tiny_run_prints_the_table_and_the_ratios(tmp_path):
-    """2 steps (1 warm-up) of 2 images x G=2 on a random tiny model and a small synthetic set."""
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_tiny_run_prints_the_table_and_the_ratios(tmp_path, dtype):
+    """2 steps (1 warm-up) of 2 images x G=2 on a random tiny model and a small synthetic set, in
+    each precision the script offers (bfloat16: DeepSpeed's bf16 mode, TRL's bf16=True, bf16 engines)."""
     systems = ("skinr1", "trl-hf", "floor")
     command = [sys.executable, str(ROOT / "benchmarks" / "bench_vs_trl.py"), "--sizes", "tiny", "--steps", "1", "--warmup", "1",
+               "--dtype", dtype,
                "--prompts", "2", "--group-size", "2", "--max-tokens", "16", "--micro-batch", "2", "--rollout-workers", "1",
                "--learner-ranks", "1", "--demo-run", str(tmp_path / "no-demo"), "--work", str(tmp_path / "work"),
                "--systems", ",".join(systems)]
@@ -105,4 +127,5 @@ def test_tiny_run_prints_the_table_and_the_ratios(tmp_path):
         assert f"| {system} |" in out, out  # finished its steps (a crash reads "| name (crashed at step N) |")
     assert "SkinR1 / best TRL mode (trl-hf):" in out and "SkinR1 / raw-engine floor:" in out
     assert "Settings that could not be made equal:" in out
+    assert f"KL 0.02, {dtype}, 1 update/step" in out
     assert (tmp_path / "work" / "report.json").is_file()
