@@ -46,6 +46,26 @@ def summarize(result: dict[str, Any], warmup: int) -> dict[str, Any]:
     return summary
 
 
+def pool_rounds(results: Sequence[dict[str, Any]], warmup: int) -> dict[str, Any]:
+    """One system's runs of several rounds as one result: every round's steps after its own
+    `warmup`, the highest peak RSS; a crash in any round is the pooled result's status."""
+    pooled = {"system": results[0]["system"], "status": "ok",
+              "steps": [row for result in results for row in result.get("steps", [])[warmup:]],
+              "peak_rss_gib": max((r.get("peak_rss_gib") or 0.0 for r in results), default=None)}
+    for number, result in enumerate(results, start=1):
+        if result.get("status", "ok") != "ok":
+            pooled.update(status=result["status"], error=f"round {number}: {result.get('error')}",
+                          crashed_at_step=result.get("crashed_at_step"))
+            break
+    return pooled
+
+
+def speed_ratio(summaries: Sequence[dict[str, Any]]) -> float | None:
+    """SkinR1's speed over the best TRL mode's (> 1: SkinR1 is faster), None without both."""
+    over = ratios(summaries).get("skinr1_over_best_trl")
+    return 1 / over if over else None
+
+
 def best_trl(summaries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """The fastest TRL mode that finished every step."""
     done = [s for s in summaries if s["system"].startswith("trl-") and s["status"] == "ok" and s.get("step_s")]

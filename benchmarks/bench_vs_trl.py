@@ -3,7 +3,7 @@
     pip install -e ".[bench]"
     python benchmarks/bench_vs_trl.py [--sizes tiny,medium] [--steps 8] [--warmup 2]
         [--systems skinr1,skinr1-overlap,trl-hf,trl-vllm,trl-vllm-patched,floor] [--demo-run runs/demo]
-        [--prompts 16] [--group-size 4] [--max-tokens 160] [--work /tmp/skinr1-bench] [--profile]
+        [--rounds 1] [--prompts 16] [--group-size 4] [--max-tokens 160] [--work /tmp/skinr1-bench] [--profile]
         [--dtype float32|bfloat16] [--skinr1-set KEY=VALUE ...]
 
 Every system trains the same policy on the same images with the same G, images per step, maximum
@@ -11,7 +11,10 @@ completion length, temperature, LoRA (r=64, alpha=128, no dropout, the same targ
 learning rate, KL weight, clip ranges, precision (--dtype) and one optimizer update per step; SkinR1's constant-group
 filtering is off so every system trains on all prompts x G samples. Each system runs in its own
 subprocess (peak RSS: the sum over its process tree, sampled twice a second; a crash stays its
-own). The first --warmup steps are excluded from every figure.
+own). The first --warmup steps are excluded from every figure. With --rounds N the systems take
+turns N times (each run starts afresh and has its own warm-up): on a shared machine a system's
+step time moves by a fifth from run to run, so the table shows means over all rounds and the
+ratio to TRL is also printed round by round. A mode that crashed is not rerun.
 
 Systems:
   skinr1            `python -m skinr1 rl` with the demo's layout: Ray, 2 vLLM rollout actors, 2 DeepSpeed ranks
@@ -238,6 +241,8 @@ def parse_args(argv=None):
                         help=f"comma-separated, run in this order: {', '.join(SYSTEMS)} (default: all but skinr1-overlap)")
     parser.add_argument("--steps", type=int, default=8, help="measured steps per system")
     parser.add_argument("--warmup", type=int, default=2, help="steps run first and not measured")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the systems in turn this many times; figures are means over every round's measured steps")
     parser.add_argument("--demo-run", type=Path, default=ROOT / "runs" / "demo",
                         help="a finished demo run: its SFT policy (tiny) and data; without one, random weights and a small synthetic set")
     parser.add_argument("--prompts", type=int, default=16, help="images per step")
@@ -256,6 +261,8 @@ def parse_args(argv=None):
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per system before it is killed")
     parser.add_argument("--profile", action="store_true", help="cProfile the floor's learner part (top functions to WORK/SIZE/)")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
     args.sizes = [s for s in args.sizes.split(",") if s]
     args.systems = [s for s in args.systems.split(",") if s]
     unknown = [s for s in args.systems if s not in SYSTEMS]
@@ -265,7 +272,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    from bench_report import ratios, summarize, table
+    from bench_report import pool_rounds, ratios, speed_ratio, summarize, table
     from bench_workload import parameter_count
 
     args = parse_args(argv)
@@ -289,17 +296,35 @@ def main(argv=None) -> int:
               flush=True)
         if workload.skinr1_settings:
             print(f"  SkinR1 settings: {' '.join(workload.skinr1_settings)}", flush=True)
-        summaries = []
-        for system in args.systems:
-            started = time.perf_counter()
-            result = run_system(system, workload, workload_path, out_dir, args.timeout, args.profile)
-            summary = summarize(result, workload.warmup)
-            summaries.append(summary)
-            state = f"{summary['step_s']:.2f} s/step" if summary.get("step_s") else "no measured step"
-            print(f"  {system}: {summary['status']}, {state} ({time.perf_counter() - started:.0f} s wall; log {result['log']})", flush=True)
+        results: dict[str, list[dict]] = {system: [] for system in args.systems}
+        round_ratios = []
+        for number in range(1, args.rounds + 1):
+            # Systems take turns round after round, so a drift of the machine touches each alike.
+            round_dir = out_dir if args.rounds == 1 else out_dir / f"round{number}"
+            round_dir.mkdir(parents=True, exist_ok=True)
+            round_summaries = []
+            for system in args.systems:
+                if results[system] and results[system][-1].get("status", "ok") != "ok":
+                    continue  # it crashed in an earlier round: reported once, not rerun
+                started = time.perf_counter()
+                result = run_system(system, workload, workload_path, round_dir, args.timeout, args.profile)
+                results[system].append(result)
+                summary = summarize(result, workload.warmup)
+                round_summaries.append(summary)
+                state = f"{summary['step_s']:.2f} s/step" if summary.get("step_s") else "no measured step"
+                label = f"round {number} " if args.rounds > 1 else ""
+                print(f"  {label}{system}: {summary['status']}, {state} ({time.perf_counter() - started:.0f} s wall; "
+                      f"log {result['log']})", flush=True)
+            round_ratios.append(speed_ratio(round_summaries))
+        summaries = [summarize(pool_rounds(results[system], workload.warmup), 0) for system in args.systems]
         report["sizes"][size] = {"workload": {k: v for k, v in vars(workload).items() if k != "records"},
-                                 "summaries": summaries, "ratios": ratios(summaries)}
+                                 "summaries": summaries, "ratios": ratios(summaries), "rounds": args.rounds,
+                                 "speed_ratio_per_round": round_ratios}
         print("\n" + table(size, summaries), flush=True)
+        if args.rounds > 1:
+            print(f"(means over {args.rounds} rounds x {workload.steps} measured steps) SkinR1's speed over the best "
+                  f"TRL mode's, round by round: {', '.join('n/a' if r is None else f'{r:.2f}x' for r in round_ratios)}",
+                  flush=True)
     print("\nSettings that could not be made equal:")
     for line in report["settings_not_equal"]:
         print(f"- {line}")

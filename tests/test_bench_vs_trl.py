@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_report import ratios, skinr1_rows, summarize, table  # noqa: E402
+from bench_report import pool_rounds, ratios, skinr1_rows, speed_ratio, summarize, table  # noqa: E402
 from bench_workload import Workload  # noqa: E402
 
 
@@ -59,6 +60,24 @@ def test_the_overlapped_skinr1_gets_ratios_and_lines_of_its_own():
     assert "SkinR1 with one-step overlap / best TRL mode (trl-hf): 1.50x step time" in text
     assert "SkinR1 with one-step overlap / raw-engine floor: 0.90x" in text
     assert "| skinr1-overlap | 4.50 |" in text and text.count("in train") == 2
+
+
+def test_rounds_pool_every_measured_step_and_keep_a_crash():
+    first = {"system": "skinr1", "steps": [_row(100.0), _row(2.0)], "peak_rss_gib": 1.0}
+    second = {"system": "skinr1", "status": "ok", "steps": [_row(90.0), _row(4.0), _row(6.0)], "peak_rss_gib": 3.0}
+    summary = summarize(pool_rounds([first, second], warmup=1), 0)  # each round's own warm-up step left out
+    assert summary["measured_steps"] == 3 and summary["step_s"] == pytest.approx(4.0)
+    assert summary["peak_rss_gib"] == 3.0 and summary["status"] == "ok"
+    crashed = {"system": "skinr1", "status": "crashed", "crashed_at_step": 2, "error": "RuntimeError: x", "steps": [_row(9.0)]}
+    pooled = pool_rounds([first, crashed], warmup=1)
+    assert pooled["status"] == "crashed" and pooled["error"] == "round 2: RuntimeError: x" and pooled["crashed_at_step"] == 2
+
+
+def test_speed_ratio_is_skinr1_over_the_best_trl_mode():
+    skinr1 = summarize({"system": "skinr1", "steps": [_row(2.0)]}, 0)
+    trl = summarize({"system": "trl-hf", "steps": [_row(5.0)]}, 0)
+    assert speed_ratio([skinr1, trl]) == pytest.approx(2.5)
+    assert speed_ratio([skinr1]) is None
 
 
 def test_table_reports_a_crash_with_its_error():
@@ -116,7 +135,7 @@ def test_tiny_run_prints_the_table_and_the_ratios(tmp_path, dtype):
     each precision the script offers (bfloat16: DeepSpeed's bf16 mode, TRL's bf16=True, bf16 engines)."""
     systems = ("skinr1", "trl-hf", "floor")
     command = [sys.executable, str(ROOT / "benchmarks" / "bench_vs_trl.py"), "--sizes", "tiny", "--steps", "1", "--warmup", "1",
-               "--dtype", dtype,
+               "--dtype", dtype, "--rounds", "2" if dtype == "float32" else "1",
                "--prompts", "2", "--group-size", "2", "--max-tokens", "16", "--micro-batch", "2", "--rollout-workers", "1",
                "--learner-ranks", "1", "--demo-run", str(tmp_path / "no-demo"), "--work", str(tmp_path / "work"),
                "--systems", ",".join(systems)]
@@ -128,4 +147,8 @@ def test_tiny_run_prints_the_table_and_the_ratios(tmp_path, dtype):
     assert "SkinR1 / best TRL mode (trl-hf):" in out and "SkinR1 / raw-engine floor:" in out
     assert "Settings that could not be made equal:" in out
     assert f"KL 0.02, {dtype}, 1 update/step" in out
+    if dtype == "float32":  # two rounds: each system ran twice, and the ratio is given round by round
+        for system in systems:
+            assert f"round 2 {system}: ok" in out, out
+        assert re.search(r"round by round: \d+\.\d\dx, \d+\.\d\dx", out), out
     assert (tmp_path / "work" / "report.json").is_file()
