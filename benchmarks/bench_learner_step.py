@@ -56,22 +56,14 @@ def fixed_samples(workload, processor, seed: int):
 
 
 def run_config(workload, overrides: list[str]):
-    """The demo's GRPO config at the workload's settings, plus a variant's overrides."""
+    """The demo's GRPO config at the workload's settings (as `bench_vs_trl.py` runs SkinR1), plus a
+    variant's overrides."""
+    from bench_workload import skinr1_training_settings
     from skinr1.config.derive import rl_settings
     from skinr1.config.schema import load_run_config
 
-    w = workload
-    shared = {
-        "model.name_or_path": w.model, "model.dtype": w.dtype, "rl.prompts_per_step": w.prompts,
-        "rl.sampling.group_size": w.group_size, "rl.sampling.max_tokens": w.max_tokens,
-        "rl.sampling.temperature": w.temperature, "rl.loss.kl_beta": w.kl_beta, "rl.loss.clip_low": w.clip_low,
-        "rl.loss.clip_high": w.clip_high, "rl.loss.tis_cap": w.tis_cap, "rl.learner.learning_rate": w.learning_rate,
-        "rl.learner.micro_batch_size": w.micro_batch, "rl.learner.num_ranks": w.learner_ranks,
-        "rl.learner.updates_per_step": 1, "rl.learner.lora.rank": w.lora_rank, "rl.learner.lora.alpha": w.lora_alpha,
-        "rl.learner.lora.dropout": 0.0,
-    }
-    config = load_run_config(ROOT / "skinr1" / "configs" / "demo.yaml", [f"{k}={v}" for k, v in shared.items()] + overrides)
-    return rl_settings(config)
+    shared = [f"{k}={v}" for k, v in skinr1_training_settings(workload).items()]
+    return rl_settings(load_run_config(ROOT / "skinr1" / "configs" / "demo.yaml", shared + overrides))
 
 
 def time_variant(workload, samples, overrides: list[str], steps: int) -> list[float]:

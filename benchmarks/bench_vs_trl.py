@@ -154,20 +154,16 @@ def skinr1_steps(workload, overlap: bool) -> int:
 
 
 def skinr1_command(workload, run_dir: Path, overlap: bool = False) -> list[str]:
+    from bench_workload import skinr1_training_settings
+
     w = workload
     overrides = {
-        "run_dir": run_dir, "seed": w.seed, "model.name_or_path": w.model, "data.dir": w.data_dir,
-        "rl.steps": skinr1_steps(w, overlap), "rl.prompts_per_step": w.prompts, "rl.sampling.group_size": w.group_size,
-        "rl.sampling.max_tokens": w.max_tokens, "rl.sampling.temperature": w.temperature,
-        "rl.loss.filter_constant_groups": "false", "rl.loss.kl_beta": w.kl_beta, "rl.loss.clip_low": w.clip_low,
-        "rl.loss.clip_high": w.clip_high, "rl.loss.tis_cap": w.tis_cap,
-        "rl.learner.learning_rate": w.learning_rate, "rl.learner.micro_batch_size": w.micro_batch,
-        "rl.learner.num_ranks": w.learner_ranks, "rl.learner.updates_per_step": 1,
-        "rl.learner.lora.rank": w.lora_rank, "rl.learner.lora.alpha": w.lora_alpha, "rl.learner.lora.dropout": 0.0,
+        "run_dir": run_dir, "seed": w.seed, "data.dir": w.data_dir, "rl.steps": skinr1_steps(w, overlap),
+        **skinr1_training_settings(w),
         "rl.rollout.num_workers": w.rollout_workers, "rl.rollout.min_workers": 1, "rl.rollout.max_workers": w.rollout_workers,
         "rl.rollout.max_model_len": w.max_model_len,
         "rl.probe_every": 0, "rl.validate_every": 0, "rl.checkpoint_every": skinr1_steps(w, overlap),
-        "rl.overlap": str(overlap).lower(), "model.dtype": w.dtype,
+        "rl.overlap": str(overlap).lower(),
     }
     return [sys.executable, "-m", "skinr1", "rl", "--config", str(ROOT / "skinr1" / "configs" / "demo.yaml"),
             "--skip-sft", "--fresh", *[f"{k}={v}" for k, v in overrides.items()], *w.skinr1_settings]

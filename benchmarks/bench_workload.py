@@ -113,6 +113,22 @@ class Workload:
         return cls(**json.loads(Path(path).read_text()))
 
 
+def skinr1_training_settings(workload: Workload) -> dict[str, object]:
+    """SkinR1's `key=value` settings for what every system of a run shares (model, precision,
+    batch, sampling, loss, learner, LoRA), on top of the demo config."""
+    w = workload
+    return {
+        "model.name_or_path": w.model, "model.dtype": w.dtype, "rl.prompts_per_step": w.prompts,
+        "rl.sampling.group_size": w.group_size, "rl.sampling.max_tokens": w.max_tokens,
+        "rl.sampling.temperature": w.temperature, "rl.loss.filter_constant_groups": "false",
+        "rl.loss.kl_beta": w.kl_beta, "rl.loss.clip_low": w.clip_low, "rl.loss.clip_high": w.clip_high,
+        "rl.loss.tis_cap": w.tis_cap, "rl.learner.learning_rate": w.learning_rate,
+        "rl.learner.micro_batch_size": w.micro_batch, "rl.learner.num_ranks": w.learner_ranks,
+        "rl.learner.updates_per_step": 1, "rl.learner.lora.rank": w.lora_rank, "rl.learner.lora.alpha": w.lora_alpha,
+        "rl.learner.lora.dropout": 0.0,
+    }
+
+
 def select_records(data_dir: Path, count: int) -> list[dict]:
     """The first `count` RL images whose label maps to the taxonomy (cycled when there are fewer)."""
     from skinr1.data.records import read_jsonl
