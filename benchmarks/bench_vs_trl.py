@@ -13,7 +13,7 @@ filtering is off so every system trains on all prompts x G samples. Each system 
 subprocess (peak RSS: the sum over its process tree, sampled twice a second; a crash stays its
 own). The first --warmup steps are excluded from every figure. With --rounds N the systems take
 turns N times (each run starts afresh and has its own warm-up): on a shared machine a system's
-step time moves by a fifth from run to run, so the table shows means over all rounds and the
+step time moves by up to a third between runs, so the table shows means over all rounds and the
 ratio to TRL is also printed round by round. A mode that crashed is not rerun.
 
 Systems:
