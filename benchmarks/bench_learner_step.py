@@ -1,7 +1,7 @@
 """The GRPO learner group's step on one fixed batch: Ray, DeepSpeed ranks, no rollout.
 
     python benchmarks/bench_learner_step.py [--size medium] [--demo-run runs/demo] [--steps 4] [--rounds 2]
-        [--micro-batch 4] [--learner-ranks 2] [--dtype float32] [--variant NAME=KEY=VALUE[,KEY=VALUE...] ...]
+        [--micro-batch 4] [--score-micro-batch 16] [--learner-ranks 2] [--dtype float32] [--variant NAME=KEY=VALUE[,KEY=VALUE...] ...]
 
 In `bench_vs_trl.py` a step's learning time moves with what the policy happened to sample (its
 completions' lengths) as much as with the learner's settings. Here every variant trains on the same
@@ -101,6 +101,8 @@ def main(argv=None) -> int:
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=64, help="longest completion")
     parser.add_argument("--micro-batch", type=int, default=4, help="samples per forward pass")
+    parser.add_argument("--score-micro-batch", type=int, default=16,
+                        help="SkinR1's (and the floor's) samples per no-grad scoring pass, a multiple of --micro-batch")
     parser.add_argument("--learner-ranks", type=int, default=2, help="DeepSpeed ranks")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--steps", type=int, default=4, help="timed steps per variant and round")
@@ -118,7 +120,7 @@ def main(argv=None) -> int:
     model, origin = build_model(args.size, args.work, demo_run)
     data = build_data(args.work, demo_run)
     workload = Workload(size=args.size, model=model, model_origin=origin, data_dir=data, prompts=args.prompts,
-                        group_size=args.group_size, max_tokens=args.max_tokens, micro_batch=args.micro_batch,
+                        group_size=args.group_size, max_tokens=args.max_tokens, micro_batch=args.micro_batch, score_micro_batch=args.score_micro_batch,
                         learner_ranks=args.learner_ranks, dtype=args.dtype)
     workload.records = select_records(Path(data), workload.prompts)
     samples = fixed_samples(workload, PolicySettings().load_processor(model), workload.seed)

@@ -4,7 +4,7 @@
     python benchmarks/bench_vs_trl.py [--sizes tiny,medium] [--steps 8] [--warmup 2]
         [--systems skinr1,skinr1-overlap,trl-hf,trl-vllm,trl-vllm-patched,floor] [--demo-run runs/demo]
         [--rounds 1] [--prompts 16] [--group-size 4] [--max-tokens 160] [--work /tmp/skinr1-bench] [--profile]
-        [--dtype float32|bfloat16] [--skinr1-set KEY=VALUE ...]
+        [--dtype float32|bfloat16] [--micro-batch 4] [--score-micro-batch 16] [--skinr1-set KEY=VALUE ...]
 
 Every system trains the same policy on the same images with the same G, images per step, maximum
 completion length, temperature, LoRA (r=64, alpha=128, no dropout, the same target modules),
@@ -77,7 +77,10 @@ def settings_not_equal(args) -> list[str]:
     layout = (f"process layout: SkinR1 runs on Ray ({args.rollout_workers} vLLM rollout actor(s) + {args.learner_ranks} "
               f"DeepSpeed ZeRO-2 rank(s) of micro-batch {args.micro_batch}, a reward actor{extra}); TRL and the floor run "
               f"in one process (micro-batch {args.micro_batch}, gradient accumulation to one update)")
-    return [layout, precision_not_equal(args.dtype, args.trl_vllm_dtype), *UNEQUAL]
+    scoring = (f"scoring passes (the KL reference's log-probs, no gradient): SkinR1 and the floor score "
+               f"{args.score_micro_batch} samples per pass (rl.learner.score_micro_batch_size); TRL scores in passes of "
+               f"its per_device_train_batch_size ({args.micro_batch}) and has no separate setting")
+    return [layout, precision_not_equal(args.dtype, args.trl_vllm_dtype), scoring, *UNEQUAL]
 
 
 def precision_not_equal(dtype: str, trl_vllm_dtype: str) -> str:
@@ -217,7 +220,7 @@ def make_workload(size: str, args, work: Path):
     data = build_data(work, demo_run)
     workload = Workload(size=size, model=model, model_origin=origin, data_dir=data, steps=args.steps, warmup=args.warmup,
                         prompts=args.prompts, group_size=args.group_size, max_tokens=args.max_tokens,
-                        micro_batch=args.micro_batch, rollout_workers=args.rollout_workers, learner_ranks=args.learner_ranks,
+                        micro_batch=args.micro_batch, score_micro_batch=args.score_micro_batch, rollout_workers=args.rollout_workers, learner_ranks=args.learner_ranks,
                         dtype=args.dtype, trl_vllm_dtype=args.trl_vllm_dtype, skinr1_settings=args.skinr1_set)
     workload.records = select_records(Path(data), workload.prompts * workload.total_steps)
     return workload
@@ -245,6 +248,8 @@ def parse_args(argv=None):
     parser.add_argument("--group-size", type=int, default=4, help="completions per image (G)")
     parser.add_argument("--max-tokens", type=int, default=160, help="longest completion")
     parser.add_argument("--micro-batch", type=int, default=4, help="samples per forward pass")
+    parser.add_argument("--score-micro-batch", type=int, default=16,
+                        help="SkinR1's (and the floor's) samples per no-grad scoring pass, a multiple of --micro-batch")
     parser.add_argument("--rollout-workers", type=int, default=2, help="SkinR1's vLLM actors")
     parser.add_argument("--learner-ranks", type=int, default=2, help="SkinR1's DeepSpeed ranks")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",

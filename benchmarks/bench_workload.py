@@ -60,6 +60,10 @@ class Workload:
     """Cap of the rollout/learner importance weight."""
     micro_batch: int = 4
     """Samples per forward pass."""
+    score_micro_batch: int = 16
+    """Samples per no-grad scoring pass (the KL reference's log-probs) of SkinR1
+    (rl.learner.score_micro_batch_size) and the floor: a multiple of micro_batch. TRL scores in
+    passes of its per_device_train_batch_size (micro_batch) and has no setting of its own for it."""
     max_model_len: int = 1024
     """Prompt + completion tokens of a vLLM sequence."""
     rollout_workers: int = 2
@@ -91,6 +95,9 @@ class Workload:
             raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
         if self.trl_vllm_dtype not in ("auto", "float32"):
             raise ValueError(f"trl_vllm_dtype must be auto or float32, got {self.trl_vllm_dtype!r}")
+        if self.micro_batch < 1 or self.score_micro_batch % self.micro_batch or self.score_micro_batch < 1:
+            raise ValueError(f"score_micro_batch ({self.score_micro_batch}) must be a positive multiple of "
+                             f"micro_batch ({self.micro_batch})")
         samples = self.prompts * self.group_size
         if samples % (self.micro_batch * self.learner_ranks):
             raise ValueError(f"prompts x group_size = {samples} must divide into micro_batch x learner_ranks "
@@ -123,7 +130,8 @@ def skinr1_training_settings(workload: Workload) -> dict[str, object]:
         "rl.sampling.temperature": w.temperature, "rl.loss.filter_constant_groups": "false",
         "rl.loss.kl_beta": w.kl_beta, "rl.loss.clip_low": w.clip_low, "rl.loss.clip_high": w.clip_high,
         "rl.loss.tis_cap": w.tis_cap, "rl.learner.learning_rate": w.learning_rate,
-        "rl.learner.micro_batch_size": w.micro_batch, "rl.learner.num_ranks": w.learner_ranks,
+        "rl.learner.micro_batch_size": w.micro_batch, "rl.learner.score_micro_batch_size": w.score_micro_batch,
+        "rl.learner.num_ranks": w.learner_ranks,
         "rl.learner.updates_per_step": 1, "rl.learner.lora.rank": w.lora_rank, "rl.learner.lora.alpha": w.lora_alpha,
         "rl.learner.lora.dropout": 0.0,
     }

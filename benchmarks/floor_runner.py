@@ -87,19 +87,23 @@ class Learner:
         import torch
 
         from learner.grpo import grpo_token_losses, mean_over_step, step_denominator
-        from learner.micro_batches import encode_micro_batches
+        from learner.micro_batches import encode_micro_batches, score_in_passes
         from learner.policy_batch import token_logprobs, token_logprobs_and_entropy
 
         w = self.workload
         started = time.perf_counter()
         # As a learner rank builds them: sorted by length, each (prompt, image) processed once.
-        batches = encode_micro_batches(self.processor, samples, self.settings, w.micro_batch, 1, by_length=True)
+        step = encode_micro_batches(self.processor, samples, self.settings, w.micro_batch, 1, by_length=True)
+        batches = step.encoded
         encoded = time.perf_counter()
         with torch.no_grad():
             self.model.eval()
             with self.model.disable_adapter():
-                for batch in batches:
-                    batch["ref_logprobs"] = token_logprobs(self.model, batch, w.temperature) if w.kl_beta > 0 else None
+                reference = (score_in_passes(lambda b: token_logprobs(self.model, b, w.temperature), step, self.processor,
+                                             self.settings, w.score_micro_batch // w.micro_batch)
+                             if w.kl_beta > 0 else [None] * len(batches))
+            for batch, ref_logprobs in zip(batches, reference):
+                batch["ref_logprobs"] = ref_logprobs
         scored = time.perf_counter()
         self.model.train()
         size = max(1.0, step_denominator([len(s.completion_ids) for s in samples], [s.weight for s in samples], "token_mean"))

@@ -101,6 +101,13 @@ class LearnerConfig:
     """Samples per forward pass on one rank. A forward pass runs each distinct prompt once and its
     completions on top, so a multiple of the group size (whole groups per micro-batch) does the
     least work."""
+    score_micro_batch_size: int | None = None
+    """Samples per no-grad scoring pass before training (the KL reference's log-probs, and the old
+    log-probs when updates_per_step > 1): a multiple of micro_batch_size, whose consecutive
+    micro-batches it merges; None: micro_batch_size. Fewer, larger passes cost less per-pass
+    overhead (what dominates small models on CPU); scoring keeps no activations for a backward pass,
+    but a pass holds the logits of its completion tokens (samples x tokens x vocabulary), which
+    bound its size on a GPU with a real vocabulary. The log-probs are the same up to float rounding."""
     updates_per_step: int = 1
     """Optimizer updates per rollout batch (1 = on-policy)."""
     offload_reference: bool = False
@@ -114,12 +121,21 @@ class LearnerConfig:
     def __post_init__(self) -> None:
         for name in ("num_ranks", "micro_batch_size", "updates_per_step"):
             at_least(f"rl.learner.{name}", getattr(self, name), 1)
+        optional_at_least("rl.learner.score_micro_batch_size", self.score_micro_batch_size, 1)
+        if self.score_micro_batch_size is not None and self.score_micro_batch_size % self.micro_batch_size:
+            raise SettingError("rl.learner.score_micro_batch_size",
+                               f"must be a multiple of rl.learner.micro_batch_size ({self.micro_batch_size}), got {self.score_micro_batch_size}")
         at_least("rl.learner.cpus_per_rank", self.cpus_per_rank, 0)
         within("rl.learner.gpus_per_rank", self.gpus_per_rank, 0, 1, low_open=True)
         resource_amounts("rl.learner.custom_resources", self.custom_resources)
         above("rl.learner.learning_rate", self.learning_rate, 0)
         within("rl.learner.warmup_ratio", self.warmup_ratio, 0, 1, high_open=True)
         at_least("rl.learner.weight_decay", self.weight_decay, 0)
+
+    @property
+    def micro_batches_per_score_pass(self) -> int:
+        """How many consecutive micro-batches one no-grad scoring pass merges."""
+        return (self.score_micro_batch_size or self.micro_batch_size) // self.micro_batch_size
 
 
 @dataclass

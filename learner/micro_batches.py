@@ -7,11 +7,16 @@ per-token (or per-sequence) terms over every sample of an update, whatever micro
 sits in (`learner.grpo.mean_over_step`), so regrouping samples inside one
 update changes only float summation order. Samples never move between updates: with several
 updates per step, each one trains on the same samples as without sorting.
+
+The no-grad scoring before training (the KL reference's log-probs; the old log-probs when a step
+has several updates) may merge consecutive micro-batches into larger passes (`score_in_passes`,
+`rl.learner.score_micro_batch_size`).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 
 def micro_batch_indices(lengths: Sequence, micro_batch_size: int, updates: int, by_length: bool) -> list[list[int]]:
@@ -37,7 +42,21 @@ def micro_batch_indices(lengths: Sequence, micro_batch_size: int, updates: int, 
     return ordered + batches[updates * per_update :]
 
 
-def encode_micro_batches(processor, samples, settings, micro_batch_size: int, updates: int, by_length: bool) -> list[dict]:
+@dataclass
+class StepMicroBatches:
+    """A rank's step split into micro-batches, in training order."""
+
+    samples: list
+    """The rank's samples of the step, as they arrived."""
+    order: list[list[int]]
+    """Indices into `samples` of each micro-batch."""
+    encoded: list[dict]
+    """Each micro-batch's tensors (`learner.policy_batch.encode_batch`)."""
+    prompts: dict
+    """The step's processed (prompt, image) pairs (`PromptCache`), shared by every encoding of it."""
+
+
+def encode_micro_batches(processor, samples, settings, micro_batch_size: int, updates: int, by_length: bool) -> StepMicroBatches:
     """A rank's step as encoded micro-batches (CPU tensors, `learner.policy_batch.encode_batch`), in
     training order (`micro_batch_indices`), each (prompt, image) processed once for the whole step."""
     from learner.policy_batch import PromptCache, cached_prompt, encode_batch
@@ -50,4 +69,31 @@ def encode_micro_batches(processor, samples, settings, micro_batch_size: int, up
     # A group's rows stay together (its prompt runs once), prompts by length, completions by length.
     keys = [(len(prompt.ids), first_seen[id(prompt)], len(s.completion_ids)) for prompt, s in zip(encoded, samples)]
     order = micro_batch_indices(keys, micro_batch_size, updates, by_length)
-    return [encode_batch(processor, [samples[i] for i in indices], settings, prompts) for indices in order]
+    batches = [encode_batch(processor, [samples[i] for i in indices], settings, prompts) for indices in order]
+    return StepMicroBatches(list(samples), order, batches, prompts)
+
+
+def score_in_passes(score: Callable, step: StepMicroBatches, processor, settings, micro_batches_per_pass: int) -> list:
+    """`score(encoding)` ([rows, completion tokens], e.g. the reference's log-probs) of every
+    micro-batch of `step`, computed over passes of `micro_batches_per_pass` consecutive micro-batches
+    encoded together. A no-grad pass keeps no activations for a backward pass, so it can take more
+    rows than a training pass in the same memory, and fewer passes cost less per-pass overhead.
+    Each micro-batch gets back its own rows, cut to its own completion width; a row's values do not
+    depend on the rows beside it (causal attention, padding masked) beyond float rounding.
+    With one micro-batch per pass, the micro-batches' own encodings are scored."""
+    from learner.policy_batch import encode_batch
+
+    if micro_batches_per_pass < 1:
+        raise ValueError(f"micro_batches_per_pass must be >= 1, got {micro_batches_per_pass}")
+    if micro_batches_per_pass == 1:
+        return [score(batch) for batch in step.encoded]
+    scores = []
+    for first in range(0, len(step.order), micro_batches_per_pass):
+        chunk = step.order[first : first + micro_batches_per_pass]
+        merged = encode_batch(processor, [step.samples[i] for indices in chunk for i in indices], settings, step.prompts)
+        values = score(merged)
+        row = 0
+        for indices, batch in zip(chunk, step.encoded[first : first + micro_batches_per_pass]):
+            scores.append(values[row : row + len(indices), : batch["targets"].shape[1]])
+            row += len(indices)
+    return scores

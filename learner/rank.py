@@ -21,7 +21,7 @@ from typing import Any
 from learner.grpo import grpo_token_losses, mean_over_step
 from learner.devices import module_device, require_accelerator, to_device
 from learner.grpo_config import GRPOConfig
-from learner.micro_batches import encode_micro_batches
+from learner.micro_batches import StepMicroBatches, encode_micro_batches, score_in_passes
 from learner.policy_batch import PromptCache, TrainSample, encode_batch, token_logprobs, token_logprobs_and_entropy
 
 
@@ -133,14 +133,17 @@ class LearnerRank:
         started = time.perf_counter()
         config, learner, loss_cfg = self.config, self.config.learner, self.config.loss
         temperature = config.sampling.temperature
-        batches = self._micro_batches(samples)
+        step = self._micro_batches(samples)
+        batches = step.encoded
         score_old = learner.updates_per_step > 1
         module = self.engine.module
         with torch.no_grad():  # log-probs before the update, and of the reference
             module.eval()
-            for batch in batches:
-                batch["old_logprobs"] = token_logprobs(self.engine, batch, temperature) if score_old else None
-                batch["ref_logprobs"] = self._reference_logprobs(batch, temperature) if loss_cfg.kl_beta > 0 else None
+            unscored = [None] * len(batches)
+            old = self._scored(lambda b: self._current_logprobs(b, temperature), step) if score_old else unscored
+            ref = self._scored(lambda b: self._reference_logprobs(b, temperature), step) if loss_cfg.kl_beta > 0 else unscored
+            for batch, old_logprobs, ref_logprobs in zip(batches, old, ref):
+                batch["old_logprobs"], batch["ref_logprobs"] = old_logprobs, ref_logprobs
         module.train()
         sums = {"loss": 0.0, "policy": 0.0, "kl": 0.0, "clipped": 0.0, "ratio_gap": 0.0, "entropy": 0.0}
         # DeepSpeed averages gradients over ranks and divides by accumulation steps; undo both so
@@ -169,14 +172,15 @@ class LearnerRank:
                     sums["entropy"] += float(mean_over_step(entropy, mask, step_size, loss_cfg.aggregation))
         return {**sums, "lr": self.engine.learning_rate, "seconds": time.perf_counter() - started}
 
-    def _micro_batches(self, samples: list[TrainSample]) -> list[dict[str, Any]]:
-        """This rank's micro-batches of a step on the engine's device: rows of similar length
-        together (learner.sort_by_length), each (prompt, image) processed once for the whole step."""
+    def _micro_batches(self, samples: list[TrainSample]) -> StepMicroBatches:
+        """This rank's micro-batches of a step, encoded on the engine's device: rows of similar
+        length together (learner.sort_by_length), each (prompt, image) processed once for the whole step."""
         learner = self.config.learner
         by_length = learner.sort_by_length and not (learner.lora.enabled and learner.lora.dropout > 0)
-        batches = encode_micro_batches(self.processor, samples, self.policy, learner.micro_batch_size,
-                                       learner.updates_per_step, by_length)
-        return [to_device(batch, self.engine.device) for batch in batches]
+        step = encode_micro_batches(self.processor, samples, self.policy, learner.micro_batch_size,
+                                    learner.updates_per_step, by_length)
+        step.encoded = [to_device(batch, self.engine.device) for batch in step.encoded]
+        return step
 
     def policy_logprobs(self, samples: list[TrainSample]) -> list[list[float]]:
         """The current policy's log-prob of each completion token, at the sampling temperature
@@ -197,14 +201,23 @@ class LearnerRank:
                     values.append(row[mask > 0].tolist())
         return values
 
+    def _scored(self, score, step: StepMicroBatches) -> list:
+        """`score` of each micro-batch of `step`, in no-grad passes of rl.learner.score_micro_batch_size."""
+        passes = self.config.learner.micro_batches_per_score_pass
+        return score_in_passes(score, step, self.processor, self.policy, passes)
+
+    def _current_logprobs(self, batch: dict[str, Any], temperature: float):
+        return token_logprobs(self.engine, to_device(batch, self.engine.device), temperature)
+
     def _reference_logprobs(self, batch: dict[str, Any], temperature: float):
+        """The reference's log-probs of `batch` (on any device), on the engine's device."""
         if self.reference is not None:
             # An offloaded reference scores in host memory; its log-probs come back to the engine's device.
             device = module_device(self.reference)
             logprobs = token_logprobs(self.reference, to_device(batch, device), temperature)
             return logprobs.to(self.engine.device)
         with self.engine.module.disable_adapter():
-            return token_logprobs(self.engine, batch, temperature)
+            return token_logprobs(self.engine, to_device(batch, self.engine.device), temperature)
 
     # ----------------------------------------------------------------- weights out
     def export_policy(self) -> dict[str, bytes] | None:

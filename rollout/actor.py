@@ -176,7 +176,12 @@ class RolloutWorker:
 
     # ----------------------------------------------------------------- health
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "pid": os.getpid()}
+        """Name, served policy version, pid, and whether the engine's worker runs in this process
+        (full-weight syncs then hand it tensors instead of staged files)."""
+        from rollout.weight_update import workers_in_this_process
+
+        return {"name": self.name, "version": self.version, "pid": os.getpid(),
+                "engine_in_process": workers_in_this_process(self.llm)}
 
     def shutdown(self) -> None:
         """Stop the engine's processes now, not whenever the garbage collector reaches them (the

@@ -2,8 +2,9 @@
 learner: `rl.lora_sync=merged`), bucket by bucket.
 
 `WeightUpdateExtension` is installed into vLLM's workers (`worker_extension_cls`); each call hands
-one bucket (a safetensors file of (name, tensor) pairs) to the worker's `reload_weights`, vLLM's
-public in-place reload.
+one bucket of (name, tensor) pairs to the worker's `reload_weights`, vLLM's public in-place reload:
+as a safetensors file when the worker runs in a process of its own, as the tensors themselves when
+it runs in the caller's (an in-process engine core, `rl.rollout.engine_core`).
 (Calling `load_weights` after start-up, or naming the method `update_weights`, which collides with
 vLLM's own, does not work.)
 """
@@ -65,6 +66,10 @@ class WeightUpdateExtension:
 
         return self._reload_bucket(list(load_file(path).items()))
 
+    def skinr1_reload_tensors(self, tensors: list[tuple[str, Any]]) -> int:
+        """Reload from (name, tensor) pairs handed over in this process: no staging, no copy on the way."""
+        return self._reload_bucket(list(tensors))
+
     def skinr1_begin_sync(self) -> None:
         """Start counting which engine weights this sync's buckets leave untouched."""
         self.skinr1_not_loaded = None
@@ -106,16 +111,33 @@ def write_weight_buckets(directory: Path, buckets: list[list[tuple[str, Any]]]) 
 def apply_weight_buckets(llm, buckets: list[list[tuple[str, Any]]]) -> int:
     """Push every bucket to every worker of `llm` (one RPC per bucket); returns tensors loaded.
 
-    The engine's workers run in processes of their own on this node: each bucket reaches them as a
-    safetensors file staged in the node's shared memory (or its temp directory where there is
-    none), and only the path crosses the RPC. Bytes sent through vLLM's RPC serializer were copied
-    several times more: at the medium size of `benchmarks/bench_vs_trl.py` a push took 3.0-3.3 s that
-    way and 1.6-2.4 s this way (README, Benchmarks).
+    A worker in this process (`workers_in_this_process`) gets each bucket's tensors as they are.
+    Workers in processes of their own on this node get each bucket as a safetensors file staged in
+    the node's shared memory (or its temp directory where there is none), and only the path crosses
+    the RPC. Bytes sent through vLLM's RPC serializer were copied several times more: at the medium
+    size of `benchmarks/bench_vs_trl.py` a push took 3.0-3.3 s that way and 1.6-2.4 s with files
+    (README, Benchmarks).
     """
+    if workers_in_this_process(llm):
+        llm.collective_rpc("skinr1_begin_sync")
+        total = sum(llm.collective_rpc("skinr1_reload_tensors", args=(bucket,))[0] for bucket in buckets)
+        _finish_sync(llm)
+        return total
     root = SHARED_MEMORY if shared_memory_available() else None
     with tempfile.TemporaryDirectory(prefix="skinr1-reload-", dir=root) as staging:
         names = write_weight_buckets(Path(staging), buckets)
         return apply_weight_files(llm, [str(Path(staging) / name) for name in names])
+
+
+def workers_in_this_process(llm) -> bool:
+    """Whether `llm`'s engine core and its one worker run in this process (vLLM's in-process engine
+    core, VLLM_ENABLE_V1_MULTIPROCESSING=0, with a single-process executor): a collective RPC is
+    then a plain call, and tensors passed to it are not copied."""
+    from vllm.v1.engine.core_client import InprocClient
+    from vllm.v1.executor.uniproc_executor import UniProcExecutor
+
+    client = llm.llm_engine.engine_core
+    return isinstance(client, InprocClient) and isinstance(client.engine_core.model_executor, UniProcExecutor)
 
 
 def apply_weight_files(llm, paths: list[str]) -> int:

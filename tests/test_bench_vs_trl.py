@@ -107,6 +107,8 @@ def test_workload_rejects_a_batch_the_learners_cannot_split():
         Workload(size="huge", model="m", model_origin="o", data_dir="d")
     with pytest.raises(ValueError, match="dtype must be float32 or bfloat16"):
         Workload(size="tiny", model="m", model_origin="o", data_dir="d", dtype="float16")
+    with pytest.raises(ValueError, match="score_micro_batch \\(6\\) must be a positive multiple of micro_batch \\(4\\)"):
+        Workload(size="tiny", model="m", model_origin="o", data_dir="d", score_micro_batch=6)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

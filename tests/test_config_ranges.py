@@ -32,6 +32,8 @@ BAD_VALUES = [
     ("rl.learner.warmup_ratio=5", "rl.learner.warmup_ratio must be in [0, 1)"),
     ("rl.learner.weight_decay=-0.1", "rl.learner.weight_decay must be >= 0"),
     ("rl.learner.cpus_per_rank=-1", "rl.learner.cpus_per_rank must be >= 0"),
+    ("rl.learner.score_micro_batch_size=0", "rl.learner.score_micro_batch_size must be >= 1"),
+    ("rl.learner.score_micro_batch_size=6", "rl.learner.score_micro_batch_size must be a multiple of rl.learner.micro_batch_size (4)"),
     ("rl.learner.custom_resources.learner_node=-1", "rl.learner.custom_resources.learner_node must be >= 0"),
     ("rl.learner.deepspeed.gradient_clipping=nan", "rl.learner.deepspeed.gradient_clipping must be a finite number"),
     ("rl.learner.deepspeed.zero_stage=4", "rl.learner.deepspeed.zero_stage must be one of"),

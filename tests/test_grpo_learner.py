@@ -126,3 +126,30 @@ def test_full_fine_tuning_reference_scores_where_it_was_put(tiny_model_dir, tmp_
         step_size = len(scene.good) + len(scene.bad)
         reports = [scene.rank.train_step(scene.samples(), step_size=step_size) for _ in range(2)]
     assert all(math.isfinite(r["kl"]) for r in reports) and reports[1]["kl"] > 0, reports
+
+
+def test_merged_scoring_passes_give_the_same_steps_with_fewer_forwards(tiny_model_dir, tmp_path):
+    """rl.learner.score_micro_batch_size merges a step's micro-batches into one no-grad pass for the
+    old and the reference log-probs: fewer vision-tower passes, the same losses, KL and clipping."""
+    reports, forwards = {}, {}
+    for score in (None, 4):
+        config = GRPOConfig(
+            steps=10, prompts_per_step=2, mode="open",
+            sampling=SamplingSettings(group_size=2, temperature=1.0, max_tokens=32),
+            loss=LossConfig(kl_beta=0.04, tis_cap=0.0, clip_low=0.05, clip_high=0.05),
+            learner=LearnerConfig(num_ranks=1, micro_batch_size=2, score_micro_batch_size=score, learning_rate=5e-2,
+                                  updates_per_step=2),
+        )
+        with learner_scene(tiny_model_dir, tmp_path, config) as scene:
+            calls = []
+            hook = vision_language_model(scene.rank.engine).visual.register_forward_hook(lambda *_: calls.append(1))
+            step_size = 2 * (len(scene.good) + len(scene.bad))
+            reports[score] = [scene.rank.train_step(scene.samples() * 2, step_size=step_size) for _ in range(2)]
+            hook.remove()
+        forwards[score] = len(calls)
+    # Per step: old and reference log-probs of 2 micro-batches, then 2 trained ones.
+    assert forwards == {None: 2 * (2 + 2 + 2), 4: 2 * (1 + 1 + 2)}, forwards
+    assert reports[None][1]["kl"] > 0 and reports[None][1]["clipped"] > 0, reports[None]
+    for alone, merged in zip(reports[None], reports[4]):
+        for name in ("loss", "policy", "kl", "clipped", "entropy"):
+            assert merged[name] == pytest.approx(alone[name], rel=1e-4, abs=1e-6), (name, alone, merged)

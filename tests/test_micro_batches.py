@@ -48,3 +48,11 @@ def test_equal_lengths_keep_arrival_order_and_a_short_last_batch_keeps_its_size(
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="micro_batch_size"):
         micro_batch_indices([1, 2], 0, 1, by_length=True)
+
+
+def test_a_scoring_pass_merges_score_micro_batch_size_over_micro_batch_size_micro_batches():
+    from learner.grpo_config import LearnerConfig
+
+    assert LearnerConfig(micro_batch_size=4).micro_batches_per_score_pass == 1  # unset: the micro-batch
+    assert LearnerConfig(micro_batch_size=4, score_micro_batch_size=4).micro_batches_per_score_pass == 1
+    assert LearnerConfig(micro_batch_size=4, score_micro_batch_size=16).micro_batches_per_score_pass == 4

@@ -214,7 +214,7 @@ def test_length_grouped_micro_batches_give_the_same_step_loss_and_gradient(polic
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     def step(by_length: bool):
-        batches = encode_micro_batches(processor, samples, None, 2, 1, by_length)
+        batches = encode_micro_batches(processor, samples, None, 2, 1, by_length).encoded
         model.zero_grad(set_to_none=True)
         total = 0.0
         for batch in batches:
@@ -235,3 +235,45 @@ def test_length_grouped_micro_batches_give_the_same_step_loss_and_gradient(polic
     assert scale > 0
     for got, want in zip(grouped_grads, arrival_grads):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("per_pass", [2, 3, 4])
+def test_scoring_passes_give_each_micro_batch_its_own_logprobs(policy, tmp_path, per_pass):
+    """Merging micro-batches into larger no-grad passes (rl.learner.score_micro_batch_size) gives
+    every micro-batch the rows and completion width it has alone, with the same log-probs, however
+    the passes cut the step's 3 micro-batches (2 and a shorter last pass; all 3; more than there are)."""
+    from learner.micro_batches import encode_micro_batches, score_in_passes
+
+    model, processor = policy
+    samples = _groups(processor, tmp_path)
+    short = [TrainSample(s.prompt, s.image, s.completion_ids[:3], s.rollout_logprobs[:3], -s.advantage) for s in samples[:2]]
+    samples = [samples[0], short[0], samples[1], short[1], *samples[2:]]  # completions of 7, 3, 12, 3, 5, 9 tokens
+    step = encode_micro_batches(processor, samples, None, 2, 1, by_length=True)
+    assert len(step.encoded) == 3
+    passes = []
+
+    def score(batch):
+        passes.append(batch["targets"].shape[0])
+        return token_logprobs(model, batch, 0.7)
+
+    with torch.no_grad():
+        alone = [token_logprobs(model, batch, 0.7) for batch in step.encoded]
+        merged = score_in_passes(score, step, processor, None, per_pass)
+    assert passes == {2: [4, 2], 3: [6], 4: [6]}[per_pass]
+    assert len(merged) == len(alone)
+    for got, want, batch in zip(merged, alone, step.encoded):
+        assert got.shape == want.shape == batch["targets"].shape
+        mask = batch["completion_attention"].bool()
+        torch.testing.assert_close(got[mask], want[mask], rtol=0, atol=1e-5)
+
+
+def test_one_micro_batch_per_scoring_pass_scores_the_micro_batches_themselves(policy, tmp_path):
+    from learner.micro_batches import encode_micro_batches, score_in_passes
+
+    model, processor = policy
+    step = encode_micro_batches(processor, _groups(processor, tmp_path), None, 2, 1, by_length=True)
+    seen = []
+    assert score_in_passes(lambda batch: seen.append(batch) or len(seen), step, processor, None, 1) == [1, 2]
+    assert seen == step.encoded
+    with pytest.raises(ValueError, match="micro_batches_per_pass"):
+        score_in_passes(lambda batch: None, step, processor, None, 0)

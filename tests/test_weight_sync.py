@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
+import ray
 from PIL import Image
 
 from learner.grpo_config import GRPOConfig, LearnerConfig, LossConfig
@@ -59,9 +60,13 @@ def test_rollout_serves_the_learner_policy_after_each_backend_sync(policy, tiny_
     )
     learners = LearnerGroup(str(tiny_model_dir), config, seed=0)
     adapters = not config.syncs_full_weights
+    # Full-weight buckets reach an engine core in its actor's process (the demo's layout on CPU) as
+    # tensors, and one in processes of its own as staged files: both ways are synced here.
+    in_process = policy in ("lora_merged_on_rollout", "full")
     engine = EngineSettings(max_model_len=512, enable_lora=adapters, max_lora_rank=config.learner.lora.rank, seed=0,
-                            worker_extension_cls=None if adapters else EXTENSION)
+                            worker_extension_cls=None if adapters else EXTENSION, engine_core_in_process=in_process)
     pool = RolloutPool(str(tiny_model_dir), engine, 1, ActorResources(num_cpus=1))
+    assert [ray.get(m.actor.info.remote())["engine_in_process"] for m in pool.members.values()] == [in_process]
     run_key = str(tmp_path / "run")
     shared_dir = SHARED_MEMORY_ROOT / store_name(run_key)
     try:
