@@ -76,10 +76,10 @@ def encode_micro_batches(processor, samples, settings, micro_batch_size: int, up
 def score_in_passes(score: Callable, step: StepMicroBatches, processor, settings, micro_batches_per_pass: int) -> list:
     """`score(encoding)` ([rows, completion tokens], e.g. the reference's log-probs) of every
     micro-batch of `step`, computed over passes of `micro_batches_per_pass` consecutive micro-batches
-    encoded together. A no-grad pass keeps no activations for a backward pass, so it can take more
-    rows than a training pass in the same memory, and fewer passes cost less per-pass overhead.
-    Each micro-batch gets back its own rows, cut to its own completion width; a row's values do not
-    depend on the rows beside it (causal attention, padding masked) beyond float rounding.
+    encoded together: fewer passes cost less per-pass overhead (a pass's size is bounded by the
+    logits of its completion tokens, not by activations kept for a backward pass). Each micro-batch
+    gets back its own rows, cut to its own completion width; a row's values do not depend on the
+    rows beside it (causal attention, padding masked) beyond float rounding.
     With one micro-batch per pass, the micro-batches' own encodings are scored."""
     from learner.policy_batch import encode_batch
 
