@@ -58,12 +58,9 @@ def fixed_samples(workload, processor, seed: int):
 def run_config(workload, overrides: list[str]):
     """The demo's GRPO config at the workload's settings (as `bench_vs_trl.py` runs SkinR1), plus a
     variant's overrides."""
-    from bench_workload import skinr1_training_settings
-    from skinr1.config.derive import rl_settings
-    from skinr1.config.schema import load_run_config
+    from bench_workload import skinr1_runtime
 
-    shared = [f"{k}={v}" for k, v in skinr1_training_settings(workload).items()]
-    return rl_settings(load_run_config(ROOT / "skinr1" / "configs" / "demo.yaml", shared + overrides))
+    return skinr1_runtime(workload, overrides)
 
 
 def time_variant(workload, samples, overrides: list[str], steps: int) -> list[float]:

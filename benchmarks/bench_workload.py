@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 SIZES = ("tiny", "medium")
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "skinr1" / "configs" / "demo.yaml"
+"""SkinR1's config in every benchmark: the demo's, with the workload's settings on top."""
 
 MEDIUM_SPEC = dict(
     text_hidden_size=512, text_layers=8, text_heads=8, text_kv_heads=2, text_intermediate_size=1536,
@@ -135,6 +137,18 @@ def skinr1_training_settings(workload: Workload) -> dict[str, object]:
         "rl.learner.updates_per_step": 1, "rl.learner.lora.rank": w.lora_rank, "rl.learner.lora.alpha": w.lora_alpha,
         "rl.learner.lora.dropout": 0.0,
     }
+
+
+def skinr1_runtime(workload: Workload | None = None, overrides: list[str] | tuple[str, ...] = ()):
+    """SkinR1's derived GRPO settings (`skinr1.config.derive.rl_settings`) as the benchmarks run it:
+    the demo config, the workload's shared settings and SkinR1's own (when a workload is given),
+    then `overrides`."""
+    from skinr1.config.derive import rl_settings
+    from skinr1.config.schema import load_run_config
+
+    shared = [] if workload is None else [f"{k}={v}" for k, v in skinr1_training_settings(workload).items()]
+    own = [] if workload is None else list(workload.skinr1_settings)
+    return rl_settings(load_run_config(DEMO_CONFIG, [*shared, *own, *overrides]))
 
 
 def select_records(data_dir: Path, count: int) -> list[dict]:

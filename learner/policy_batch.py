@@ -9,7 +9,7 @@ with its pixel bounds, the image resized to them).
 A group's G completions share one prompt and one image, and the forward pass shares them too:
 the processor runs once per (prompt, image) of a step (`PromptCache`); in a micro-batch, each
 distinct prompt (with its image) goes through the vision tower and the language model once, and
-its G completions continue from its keys and values (`token_logprobs_and_entropy`). Per group
+its G completions continue from its keys and values (`completion_logits`). Per group
 that is P + G x C tokens instead of G x (P + C): with a prompt of a few hundred image and text
 tokens and G = 4, most of a plain forward's work was the same prompt four times. The gradient
 through a shared prompt is the sum over its completions, as with one copy per row; with LoRA
@@ -144,21 +144,30 @@ def encode_batch(processor, samples: list[TrainSample], settings=None, prompts: 
 
 
 def token_logprobs(model, encoded: dict[str, Any], temperature: float):
-    """Log-probs of every completion token under `model` ([rows, completion tokens])."""
-    return token_logprobs_and_entropy(model, encoded, temperature)[0]
+    """Log-probs of every completion token under `model` ([rows, completion tokens]; 0 on padding),
+    without the entropy: what no-grad scoring passes need (`learner.grpo.target_logprobs`)."""
+    from learner.grpo import target_logprobs
+
+    logits = completion_logits(model, encoded)
+    return target_logprobs(logits, encoded["targets"], temperature, encoded["completion_attention"])
 
 
 def token_logprobs_and_entropy(model, encoded: dict[str, Any], temperature: float):
     """Log-probs of every completion token under `model` and the detached entropy of the
-    distribution each was drawn from (both [rows, completion tokens]), from one forward pass of
-    each distinct prompt and one of the completions that continue it.
+    distribution each was drawn from (both [rows, completion tokens]): what a training pass needs."""
+    from learner.grpo import logprobs_and_entropy
+
+    return logprobs_and_entropy(completion_logits(model, encoded), encoded["targets"], temperature)
+
+
+def completion_logits(model, encoded: dict[str, Any]):
+    """The logits that predict each completion token ([rows, completion tokens, vocab]), from one
+    forward pass of each distinct prompt and one of the completions that continue it.
 
     The prompt pass keeps its keys and values (and its last position's logits: the first
     completion token's distribution); they are copied to each row continuing that prompt, and the
     completions run on top, at the rotary positions that follow their prompt's."""
     import torch
-
-    from learner.grpo import logprobs_and_entropy
 
     prompts, rows = encoded["prompts"], encoded["rows"]
     backbone = vision_language_model(model)
@@ -183,7 +192,7 @@ def token_logprobs_and_entropy(model, encoded: dict[str, Any], temperature: floa
         continued = model(input_ids=targets[:, :-1], attention_mask=attention, position_ids=completion_positions,
                           past_key_values=cache, use_cache=True)
         logits = torch.cat([logits, continued.logits], dim=1)
-    return logprobs_and_entropy(logits, targets, temperature)
+    return logits
 
 
 def vision_language_model(model):
@@ -217,7 +226,7 @@ def _forward_takes_encoder_outputs(backbone_class) -> bool:
 
 
 def full_sequence_logits(model, encoded: dict[str, Any]):
-    """The reference computation `token_logprobs_and_entropy` equals: a plain forward over every
+    """The reference computation `completion_logits` equals: a plain forward over every
     row written out in full (its prompt, its own copy of the image, its completion), returning
     the logits that predict each completion token ([rows, completion tokens, vocab]). For tests
     and checks; it costs G prompt passes per group."""

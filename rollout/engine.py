@@ -44,7 +44,9 @@ class EngineSettings:
     the threads), or CPU ids such as "0-3". Several engines on one small node all pin to the same
     first core under "auto"; see rl.rollout.cpu_threads_bind."""
     enforce_eager: bool = True
-    """No CUDA graphs / torch.compile: needed on CPU; turn off on GPUs for speed."""
+    """No CUDA graphs and no torch.compile: the engine starts sooner. False compiles the model at
+    start-up (GPUs: also CUDA graphs); on CPU compiling needs a C++ compiler (`cpu_compiler`),
+    without which the engine runs eagerly and says so."""
     tensor_parallel_size: int = 1
     """GPUs per engine."""
     enable_lora: bool = False
@@ -108,6 +110,22 @@ def on_cpu() -> bool:
         return False
 
 
+def cpu_compiler() -> str | None:
+    """Path of the C++ compiler torch.compile's CPU code generation calls ($CXX, else g++, clang++
+    on macOS), or None (with a warning: a compiled engine then runs eagerly) where there is none."""
+    import logging
+    import shutil
+    import sys
+
+    name = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
+    found = shutil.which(name)
+    if found is None:
+        logging.getLogger(__name__).warning(
+            "no C++ compiler %r on PATH: vLLM runs the model eagerly (enforce_eager); install one, or set CXX, "
+            "to compile it", name)
+    return found
+
+
 def engine_kwargs(model: str, settings: EngineSettings) -> dict[str, Any]:
     """Keyword arguments for `vllm.LLM` (kept separate so they can be inspected and tested)."""
     kwargs: dict[str, Any] = {
@@ -115,7 +133,7 @@ def engine_kwargs(model: str, settings: EngineSettings) -> dict[str, Any]:
         "max_model_len": settings.max_model_len,
         "dtype": "float32" if settings.dtype == "auto" and on_cpu() else settings.dtype,
         "gpu_memory_utilization": settings.gpu_memory_utilization,
-        "enforce_eager": settings.enforce_eager,
+        "enforce_eager": settings.enforce_eager or (on_cpu() and not cpu_compiler()),
         "tensor_parallel_size": settings.tensor_parallel_size,
         "limit_mm_per_prompt": {"image": settings.max_images_per_prompt},
         "seed": settings.seed,

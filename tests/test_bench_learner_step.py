@@ -20,12 +20,12 @@ def test_each_variant_trains_the_fixed_batch_and_gets_a_row(tmp_path):
         [sys.executable, str(ROOT / "benchmarks" / "bench_learner_step.py"), "--size", "tiny",
          "--demo-run", str(tmp_path / "no-demo"), "--work", str(tmp_path / "work"), "--prompts", "2", "--group-size", "2",
          "--max-tokens", "8", "--micro-batch", "2", "--learner-ranks", "1", "--steps", "2", "--rounds", "1",
-         "--variant", "zero2=", "--variant", "zero1=rl.learner.deepspeed.zero_stage=1"],
+         "--variant", "zero1=", "--variant", "zero2=rl.learner.deepspeed.zero_stage=2"],
         capture_output=True, text=True, cwd=ROOT, timeout=580)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
     assert "4 samples" in out
-    for name, settings in (("zero2", "demo"), ("zero1", "rl.learner.deepspeed.zero_stage=1")):
+    for name, settings in (("zero1", "demo"), ("zero2", "rl.learner.deepspeed.zero_stage=2")):
         assert re.search(rf"round 1 {name}: \d+\.\d\d \d+\.\d\d s", out), out  # two timed steps
         assert re.search(rf"\| {name} \| {re.escape(settings)} \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \|", out), out
 

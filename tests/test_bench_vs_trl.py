@@ -128,6 +128,17 @@ def test_the_workload_precision_reaches_skinr1_and_the_stated_settings(tmp_path,
         assert "every system trains in float32" in precision and "TRL's vLLM engine runs bfloat16" in precision
 
 
+def test_the_stated_settings_name_the_zero_stage_and_the_compilation_skinr1_runs():
+    from bench_vs_trl import parse_args, settings_not_equal
+
+    stated = settings_not_equal(parse_args([]))  # the demo config's
+    assert "2 DeepSpeed ZeRO-1 rank(s)" in stated[0] and "vLLM engines run compiled (rl.rollout.enforce_eager=false)" in stated[3]
+    stated = settings_not_equal(parse_args(["--skinr1-set", "rl.learner.deepspeed.zero_stage=2",
+                                            "--skinr1-set", "rl.rollout.enforce_eager=true"]))
+    assert "2 DeepSpeed ZeRO-2 rank(s)" in stated[0] and "rl.learner.deepspeed.zero_stage=2" in stated[0]
+    assert "vLLM engines run eagerly (rl.rollout.enforce_eager=true)" in stated[3]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason='TRL is not installed (pip install -e ".[dev]" or ".[bench]")')

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
 
 from learner.optim import precision_config
-from rollout.engine import EngineSettings, engine_kwargs
+from rollout.engine import EngineSettings, engine_kwargs, on_cpu
 from skinr1.config import derive
 from skinr1.config.loader import ConfigError, removed_key_errors
 from skinr1.config.schema import ModelConfig, load_run_config
@@ -124,3 +125,22 @@ def test_policy_settings_validate_their_bounds():
     with pytest.raises(ValueError, match="784"):
         PolicySettings(max_pixels=100)
     assert PolicySettings.from_dict(PolicySettings("bfloat16", 784, 1568).to_dict()) == PolicySettings("bfloat16", 784, 1568)
+
+
+def test_the_demo_compiles_its_engines_where_a_cpu_compiler_exists(monkeypatch, caplog):
+    """rl.rollout.enforce_eager=false reaches the rollout and evaluation engines; on CPU without a
+    C++ compiler for torch.compile the engine runs eagerly and the log says why."""
+    config = load_run_config(CONFIGS / "demo.yaml")
+    engines = {"rollout": derive.rl_settings(config).engine, "eval": derive.eval_settings(config).engine}
+    assert {stage: engine.enforce_eager for stage, engine in engines.items()} == {"rollout": False, "eval": False}
+    monkeypatch.setenv("CXX", "g++")
+    if shutil.which("g++") is not None:
+        assert engine_kwargs("m", engines["rollout"])["enforce_eager"] is False
+    monkeypatch.setenv("CXX", "no-such-compiler-skinr1")
+    with caplog.at_level("WARNING", logger="rollout.engine"):
+        kwargs = engine_kwargs("m", engines["rollout"])
+    assert kwargs["enforce_eager"] is (True if on_cpu() else False)
+    if on_cpu():
+        assert "no C++ compiler 'no-such-compiler-skinr1' on PATH" in caplog.text
+    # An eager engine stays eager, compiler or not.
+    assert engine_kwargs("m", dataclasses.replace(engines["rollout"], enforce_eager=True))["enforce_eager"] is True

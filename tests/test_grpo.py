@@ -20,7 +20,9 @@ from learner.grpo import (
     grpo_token_losses,
     importance_weights,
     kl_divergence,
+    logprobs_and_entropy,
     sequence_logprobs_from_logits,
+    target_logprobs,
     token_mean_over_step,
 )
 
@@ -159,6 +161,28 @@ def test_logprobs_from_logits_with_temperature():
     out = sequence_logprobs_from_logits(logits, targets, temperature=2.0)
     assert torch.allclose(out[0, 0], torch.log_softmax(torch.tensor([1.0, 0.0]), 0)[0])
     assert torch.allclose(out[0, 1], torch.tensor(math.log(0.5)))
+
+
+def test_target_logprobs_equal_the_training_log_probs_on_real_tokens_and_are_zero_elsewhere():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=generator) * 4
+    targets = torch.randint(0, 11, (3, 5), generator=generator)
+    real = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0]])
+    expected, _ = logprobs_and_entropy(logits, targets, 0.7)
+    everywhere = target_logprobs(logits, targets, 0.7)
+    assert torch.allclose(everywhere, expected, atol=1e-6)
+    masked = target_logprobs(logits, targets, 0.7, real)
+    assert torch.allclose(masked[real.bool()], expected[real.bool()], atol=1e-6)
+    assert torch.equal(masked[~real.bool()], torch.zeros(int((real == 0).sum())))
+
+
+def test_target_logprobs_carry_the_gradient_of_real_tokens_only():
+    logits = torch.randn(2, 3, 7, requires_grad=True)
+    targets = torch.randint(0, 7, (2, 3))
+    real = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    target_logprobs(logits, targets, 1.0, real).sum().backward()
+    assert torch.equal(logits.grad[~real.bool()], torch.zeros(3, 7))
+    assert bool((logits.grad[real.bool()].abs().sum(dim=-1) > 0).all())
 
 
 def test_sequence_mean_weighs_each_answer_once_and_token_mean_each_token():

