@@ -138,5 +138,5 @@ def table(size: str, summaries: Sequence[dict[str, Any]]) -> str:
     for prefix, label, _ in SKINR1_SYSTEMS.values():
         if f"{prefix}_over_floor" in r:
             lines.append(f"{label} / raw-engine floor: {r[f'{prefix}_over_floor']:.2f}x step time "
-                         f"(the floor is {100 * r[f'floor_share_of_{prefix}']:.0f}% of its step)")
+                         f"(the floor's step is {100 * r[f'floor_share_of_{prefix}']:.0f}% of {label}'s)")
     return "\n".join(lines + ([""] + errors if errors else []))

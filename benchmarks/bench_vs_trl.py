@@ -73,32 +73,25 @@ UNEQUAL = (
 
 def settings_not_equal(args) -> list[str]:
     """What could not be made equal, the process layout first (as this invocation set it)."""
+    from bench_workload import skinr1_runtime
+
+    runtime = skinr1_runtime(overrides=args.skinr1_set)  # SkinR1's settings: the demo config's, then its own
     extra = f"; {' '.join(args.skinr1_set)}" if args.skinr1_set else ""
     layout = (f"process layout: SkinR1 runs on Ray ({args.rollout_workers} vLLM rollout actor(s) + {args.learner_ranks} "
-              f"DeepSpeed ZeRO-{skinr1_zero_stage(args.skinr1_set)} rank(s) of micro-batch {args.micro_batch}, a reward actor{extra}); TRL and the floor run "
+              f"DeepSpeed ZeRO-{runtime.rl.learner.deepspeed.zero_stage} rank(s) of micro-batch {args.micro_batch}, a reward actor{extra}); TRL and the floor run "
               f"in one process (micro-batch {args.micro_batch}, gradient accumulation to one update)")
     scoring = (f"scoring passes (the KL reference's log-probs, no gradient): SkinR1 and the floor score "
                f"{args.score_micro_batch} samples per pass (rl.learner.score_micro_batch_size); TRL scores in passes of "
                f"its per_device_train_batch_size ({args.micro_batch}) and has no separate setting")
-    return [layout, precision_not_equal(args.dtype, args.trl_vllm_dtype), scoring, compilation_not_equal(args.skinr1_set),
+    return [layout, precision_not_equal(args.dtype, args.trl_vllm_dtype), scoring, compilation_not_equal(runtime.engine.enforce_eager),
             *UNEQUAL]
 
 
-def compilation_not_equal(skinr1_set: list[str]) -> str:
+def compilation_not_equal(eager: bool) -> str:
     """Which generation runs compiled: SkinR1's engines (and the floor's) as rl.rollout.enforce_eager says."""
-    from bench_workload import skinr1_runtime
-
-    eager = skinr1_runtime(overrides=skinr1_set).engine.enforce_eager
     return (f"generation: SkinR1's and the floor's vLLM engines run {'eagerly' if eager else 'compiled'} "
             f"(rl.rollout.enforce_eager={str(eager).lower()}); TRL's vLLM modes keep vLLM's default (compiled); "
             "trl-hf generates with transformers' generate, uncompiled")
-
-
-def skinr1_zero_stage(skinr1_set: list[str]) -> int:
-    """The ZeRO stage of SkinR1's learner ranks: the demo config's, after SkinR1's own settings."""
-    from bench_workload import skinr1_runtime
-
-    return skinr1_runtime(overrides=skinr1_set).rl.learner.deepspeed.zero_stage
 
 
 def precision_not_equal(dtype: str, trl_vllm_dtype: str) -> str:

@@ -191,12 +191,14 @@ def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: fl
     reference, old log-probs) needs. gather minus logsumexp equals log_softmax then gather, without
     writing a vocabulary-wide tensor of log-probs; skipping padding matters most in scoring passes,
     whose rows are padded to the longest completion of many micro-batches."""
+    def chosen_logprobs(chosen_logits: torch.Tensor, chosen_targets: torch.Tensor) -> torch.Tensor:
+        scaled = chosen_logits.float() / temperature
+        return scaled.gather(-1, chosen_targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
+
     if real is None:
-        scaled = logits.float() / temperature
-        return scaled.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
+        return chosen_logprobs(logits, targets)
     keep = real.bool()
-    scaled = logits[keep].float() / temperature  # [real tokens, vocab]
-    values = scaled.gather(-1, targets[keep].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
+    values = chosen_logprobs(logits[keep], targets[keep])  # [real tokens]
     return torch.zeros(targets.shape, dtype=values.dtype, device=values.device).index_put((keep,), values)
 
 

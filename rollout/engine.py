@@ -6,6 +6,7 @@ between releases, and the version check in `skinr1.versions` pins the releases w
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -113,17 +114,24 @@ def on_cpu() -> bool:
 def cpu_compiler() -> str | None:
     """Path of the C++ compiler torch.compile's CPU code generation calls ($CXX, else g++, clang++
     on macOS), or None (with a warning: a compiled engine then runs eagerly) where there is none."""
-    import logging
     import shutil
     import sys
 
     name = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
     found = shutil.which(name)
     if found is None:
-        logging.getLogger(__name__).warning(
-            "no C++ compiler %r on PATH: vLLM runs the model eagerly (enforce_eager); install one, or set CXX, "
-            "to compile it", name)
+        warn_no_cpu_compiler(name)
     return found
+
+
+@functools.cache
+def warn_no_cpu_compiler(name: str) -> None:
+    """The missing compiler's warning, once per process and name (each engine start asks again)."""
+    import logging
+
+    logging.getLogger(__name__).warning(
+        "no C++ compiler %r on PATH: vLLM runs the model eagerly (enforce_eager); install one, or set CXX, "
+        "to compile it", name)
 
 
 def engine_kwargs(model: str, settings: EngineSettings) -> dict[str, Any]:

@@ -58,7 +58,8 @@ def test_the_overlapped_skinr1_gets_ratios_and_lines_of_its_own():
     assert r["overlap_over_floor"] == pytest.approx(0.9) and r["floor_share_of_overlap"] == pytest.approx(5.0 / 4.5)
     text = table("tiny", summaries)
     assert "SkinR1 with one-step overlap / best TRL mode (trl-hf): 1.50x step time" in text
-    assert "SkinR1 with one-step overlap / raw-engine floor: 0.90x" in text
+    assert "SkinR1 with one-step overlap / raw-engine floor: 0.90x step time (the floor's step is 111% of SkinR1 with one-step overlap's)" in text
+    assert "SkinR1 / raw-engine floor: 1.20x step time (the floor's step is 83% of SkinR1's)" in text
     assert "| skinr1-overlap | 4.50 |" in text and text.count("in train") == 2
 
 

@@ -129,7 +129,7 @@ def test_policy_settings_validate_their_bounds():
 
 def test_the_demo_compiles_its_engines_where_a_cpu_compiler_exists(monkeypatch, caplog):
     """rl.rollout.enforce_eager=false reaches the rollout and evaluation engines; on CPU without a
-    C++ compiler for torch.compile the engine runs eagerly and the log says why."""
+    C++ compiler for torch.compile the engine runs eagerly and the log says why, once."""
     config = load_run_config(CONFIGS / "demo.yaml")
     engines = {"rollout": derive.rl_settings(config).engine, "eval": derive.eval_settings(config).engine}
     assert {stage: engine.enforce_eager for stage, engine in engines.items()} == {"rollout": False, "eval": False}
@@ -142,5 +142,9 @@ def test_the_demo_compiles_its_engines_where_a_cpu_compiler_exists(monkeypatch, 
     assert kwargs["enforce_eager"] is (True if on_cpu() else False)
     if on_cpu():
         assert "no C++ compiler 'no-such-compiler-skinr1' on PATH" in caplog.text
+        caplog.clear()  # the next engine start runs eagerly too, without saying it again
+        with caplog.at_level("WARNING", logger="rollout.engine"):
+            assert engine_kwargs("m", engines["rollout"])["enforce_eager"] is True
+        assert "no C++ compiler" not in caplog.text
     # An eager engine stays eager, compiler or not.
     assert engine_kwargs("m", dataclasses.replace(engines["rollout"], enforce_eager=True))["enforce_eager"] is True
