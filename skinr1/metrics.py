@@ -61,6 +61,30 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def drop_rows_after(path: str | Path, step: int) -> int:
+    """Keep only the rows of steps up to `step` (and no torn line) in a metrics JSONL file: a run
+    resumed from the checkpoint of `step` logs the later steps again, and a line appended to a torn
+    one would be lost with it. Rewritten atomically; returns how many lines went."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if _whole_row_up_to(line, step)]
+    if len(kept) == len(lines):
+        return 0
+    from skinr1.data.records import write_lines_atomic
+
+    write_lines_atomic(path, [line.rstrip("\n") for line in kept])
+    return len(lines) - len(kept)
+
+
+def _whole_row_up_to(line: str, step: int) -> bool:
+    try:
+        return line.endswith("\n") and int(json.loads(line)["step"]) <= step
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return False
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()

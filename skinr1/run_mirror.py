@@ -151,17 +151,21 @@ def push_checkpoint(checkpoint: Path, step: int, keep: int) -> None:
     remote = remote_for(checkpoint.parent)
     if remote is None:
         return
+    push_curve(checkpoint.parent)
     stored = storage.commit_checkpoint(checkpoint, remote, step)
     after_commit(checkpoint.parent, stored, keep)
 
 
-def after_commit(checkpoint_root: Path, stored: storage.StoredCheckpoint, keep: int) -> None:
-    """Prune the bucket's old checkpoints and push the curve so far with the new one (for a
-    driver resumed elsewhere)."""
-    remote = remote_for(checkpoint_root)
-    storage.prune_checkpoints(remote, keep)
+def push_curve(checkpoint_root: Path) -> None:
+    """Push the stage's metrics so far, before the marker commits their step: a driver resumed
+    elsewhere from that checkpoint finds the curve up to it (rows past it are dropped on resume)."""
     stage = checkpoint_root.parent
     push_files(stage, [stage / "metrics.jsonl"])
+
+
+def after_commit(checkpoint_root: Path, stored: storage.StoredCheckpoint, keep: int) -> None:
+    """Prune the bucket's old checkpoints once a new one is committed."""
+    storage.prune_checkpoints(remote_for(checkpoint_root), keep)
     log.info("committed checkpoint step %d to %s", stored.step, stored.location.uri)
 
 

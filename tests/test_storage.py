@@ -177,6 +177,45 @@ def test_grpo_checkpoints_go_to_the_bucket_and_a_new_driver_resumes_from_the_new
     assert (latest / "policy" / "adapter.safetensors").read_bytes() == b"w3" * 10
 
 
+def test_the_curve_up_to_a_step_is_in_the_bucket_before_the_step_commits(s3_server, tmp_path, monkeypatch):
+    """A driver killed right after a commit loses no metrics row, and one killed between pushing a
+    step's rows and committing it leaves rows its successor drops (it runs that step again)."""
+    from learner.bucket_checkpoint import save_part
+    from skinr1 import run_mirror
+    from skinr1.metrics import MetricsLogger, drop_rows_after, read_metrics
+    from skinr1.pipeline import rl_checkpoint
+
+    uri = f"s3://{BUCKET}/runs/curve"
+    first = _bucket_run(uri, tmp_path / "node-a", monkeypatch)
+    curve = storage.location(uri).child("rl", "metrics.jsonl")
+    in_bucket_at_commit = {}
+    write_marker = storage.finish_checkpoint
+
+    def finish_checkpoint(target, step, files):
+        in_bucket_at_commit[step] = [json.loads(line)["step"] for line in storage.read_text(curve).splitlines()]
+        return write_marker(target, step, files)
+
+    monkeypatch.setattr(storage, "finish_checkpoint", finish_checkpoint)
+    with MetricsLogger(first.rl_dir / "metrics.jsonl") as logger:
+        logger.log(1, {"reward_mean": 1.0})
+        staging = rl_checkpoint.staging_directory(first.rl_dir, 1)  # a checkpoint committed locally, then pushed
+        (staging / "policy").mkdir()
+        (staging / "policy" / "adapter.safetensors").write_bytes(b"w1")
+        rl_checkpoint.commit_checkpoint(staging, first.rl_dir, 1, {"step": 1}, keep=2)
+        logger.log(2, {"reward_mean": 2.0})  # ranks that upload their own parts
+        rl_checkpoint.commit_parts(first.rl_dir, 2, {"step": 2}, keep=2,
+                                   save_parts=lambda prefix: [save_part(prefix, _rank_writer(0))])
+        logger.log(3, {"reward_mean": 3.0})
+        run_mirror.push_curve(rl_checkpoint.checkpoint_root(first.rl_dir))  # killed before step 3's marker
+    assert in_bucket_at_commit == {1: [1], 2: [1, 2]}
+
+    second = _bucket_run(uri, tmp_path / "node-b", monkeypatch)
+    run_mirror.pull_stage(second.rl_dir)
+    assert rl_checkpoint.latest_checkpoint(second.rl_dir).name == "step-000002"
+    assert drop_rows_after(second.rl_dir / "metrics.jsonl", 2) == 1
+    assert [row["step"] for row in read_metrics(second.rl_dir / "metrics.jsonl")] == [1, 2]
+
+
 # ------------------------------------------------------------- GRPO on nodes with no shared disk
 def _rank_writer(rank: int):
     """What a learner rank writes into its checkpoint directory: its optimizer shard; rank 0 also

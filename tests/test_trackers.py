@@ -235,3 +235,22 @@ assert "wandb" not in sys.modules and "mlflow" not in sys.modules
 """
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     assert list((tmp_path / "run" / "rl" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_a_resumed_run_drops_the_rows_logged_after_its_checkpoint_and_a_torn_line(tmp_path):
+    from skinr1.metrics import drop_rows_after
+
+    path = tmp_path / "metrics.jsonl"
+    with MetricsLogger(path) as logger:
+        for step in (1, 2, 3, 4):
+            logger.log(step, {"loss": float(step)})
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write('{"step": 5, "loss"')  # the line a crash cut short
+    assert drop_rows_after(path, 2) == 3
+    with MetricsLogger(path) as logger:  # the resumed run logs steps 3 and 4 again
+        logger.log(3, {"loss": 30.0})
+    assert [(row["step"], row["loss"]) for row in read_metrics(path)] == [(1, 1.0), (2, 2.0), (3, 30.0)]
+    assert drop_rows_after(path, 3) == 0 and drop_rows_after(tmp_path / "absent.jsonl", 0) == 0
+
+    path.write_text('{"step": 1}\n{"step": 2}')  # a torn line that happens to parse: still no newline
+    assert drop_rows_after(path, 9) == 1 and path.read_text() == '{"step": 1}\n'

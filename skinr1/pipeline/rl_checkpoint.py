@@ -89,6 +89,7 @@ def commit_parts(rl_dir: str | Path, step: int, state: dict[str, Any], keep: int
     parts = save_parts(target.uri)
     text = json.dumps(state, indent=2)
     storage.write_text(target.child(STATE_FILE), text)
+    run_mirror.push_curve(checkpoint_root(rl_dir))
     files = merge_parts([*parts, {STATE_FILE: len(text.encode())}], writers=len(parts) + 1)
     stored = storage.finish_checkpoint(target, step, files)
     run_mirror.after_commit(checkpoint_root(rl_dir), stored, keep)
