@@ -114,7 +114,7 @@ def sft_train_loop(loop_config: dict[str, Any]) -> None:
     path, "data": path, "run_dir": path, "policy": PolicySettings}."""
     import ray.train
 
-    from skinr1.metrics import MetricsLogger, drop_rows_after
+    from skinr1.metrics import MetricsLogger
 
     config: SFTConfig = loop_config["sft"]
     context = ray.train.get_context()
@@ -127,10 +127,7 @@ def sft_train_loop(loop_config: dict[str, Any]) -> None:
             start_step = worker.restore(Path(directory))
 
     run_dir = Path(loop_config["run_dir"])
-    logger = None
-    if rank == 0:
-        drop_rows_after(run_dir / "metrics.jsonl", start_step)  # the steps after the checkpoint run again
-        logger = MetricsLogger(run_dir / "metrics.jsonl", run_dir / "tensorboard")
+    logger = MetricsLogger(run_dir / "metrics.jsonl", run_dir / "tensorboard", resumed_at=start_step) if rank == 0 else None
     total_steps = worker.total_steps
     for step in range(start_step, total_steps):
         row = worker.train_step(step)  # the driver's progress bar follows these rows

@@ -16,13 +16,16 @@ class MetricsLogger:
     (when `tensorboard_dir` is given) and to `trackers`.
 
     The JSONL file is opened in append mode and flushed per line, so a resumed run continues the
-    same file and a crash loses at most the line being written.
+    same file and a crash loses at most the line being written. A run resumed from the checkpoint of
+    step `resumed_at` first drops the rows after it (those steps run again; `drop_rows_after`).
     """
 
     def __init__(self, jsonl_path: str | Path, tensorboard_dir: str | Path | None = None,
-                 trackers: Sequence[Tracker] = ()):
+                 trackers: Sequence[Tracker] = (), resumed_at: int | None = None):
         self.jsonl_path = Path(jsonl_path)
         self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+        if resumed_at is not None:
+            drop_rows_after(self.jsonl_path, resumed_at)
         self._file = open(self.jsonl_path, "a", encoding="utf-8")
         self.trackers = list(trackers)
         if tensorboard_dir is not None:

@@ -288,7 +288,7 @@ def rl_training_identity(rl) -> dict[str, Any]:
 def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, data_dir: Path, fresh: bool = False) -> Path:
     """Hierarchical GRPO; resumes from the run's last checkpoint; returns the final policy dir."""
     from skinr1.config.derive import rl_settings
-    from skinr1.metrics import MetricsLogger, drop_rows_after
+    from skinr1.metrics import MetricsLogger
     from skinr1.pipeline.rl_checkpoint import latest_checkpoint, write_final_policy
     from skinr1.pipeline.rl_driver import GRPODriver
     from skinr1.pipeline.scaling import StopRequested
@@ -308,8 +308,8 @@ def rl_stage(config: SkinR1Config, base_model: str, sft_policy: Path | None, dat
         try:
             try:
                 driver.start()  # resumes from the last checkpoint: the steps after it run again
-                drop_rows_after(rl_dir / "metrics.jsonl", driver.step)
-                with MetricsLogger(rl_dir / "metrics.jsonl", trackers=open_stage_trackers(config, rl_dir, "rl")) as logger:
+                with MetricsLogger(rl_dir / "metrics.jsonl", trackers=open_stage_trackers(config, rl_dir, "rl"),
+                                   resumed_at=driver.step) as logger:
                     driver.run(logger)
             finally:
                 driver.shutdown()
